@@ -1,0 +1,67 @@
+# One entry point for people, CI (.ci/run) and the GitHub workflows.
+#   make serve   set everything up, then start ratmemcached with the embedded defaults
+#   make test    set everything up, then run every check and test (Rust and Python)
+#   make bench   release build, then the library and miss-ratio benchmarks
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup system-deps venv develop serve test lint test-rust test-python bench clean
+
+# Debian packages the tests and benches need (memcached is the reference peer).
+DEB_PACKAGES := memcached libmemcached-tools
+
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "warning: please install:$$missing" >&2; fi; \
+	fi
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
+	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6"
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Builds the extension in the dev profile and installs the package into the venv, editable.
+develop: venv
+	$(VENV)/bin/maturin develop -q --features extension-module
+
+setup: system-deps develop
+
+serve: setup
+	$(VENV)/bin/ratmemcached
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --no-default-features -- -D warnings
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest ratmemcache._core --allowlist tests/stubtest-allowlist.txt
+
+test-rust:
+	cargo test --no-default-features
+
+test-python: develop
+	$(PY) -m pytest
+
+test: setup lint test-rust test-python
+
+bench: venv
+	$(VENV)/bin/maturin develop -q --release --features extension-module
+	$(PY) bench/library.py
+	cargo run --release --no-default-features --example miss_ratio
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,3 @@
+from ratmemcache.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""Exceptions raised by ratmemcache.
+
+Each subclasses the builtin that a caller would catch anyway, so ``except ValueError`` still works
+for a bad configuration and ``except OSError`` for a persistence failure.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheClosedError",
+    "ConfigError",
+    "PersistenceError",
+    "RatMemCacheError",
+]
+
+
+class RatMemCacheError(Exception):
+    """Base class of every ratmemcache error."""
+
+
+class ConfigError(RatMemCacheError, ValueError):
+    """A setting is invalid. The message names the setting (and the TOML table) and what it expects."""
+
+
+class PersistenceError(RatMemCacheError, OSError):
+    """The persistent tier (L2) can't be opened, read or written. The message names the path."""
+
+
+class CacheClosedError(RatMemCacheError, RuntimeError):
+    """The cache was shut down; create a new one."""

@@ -1,0 +1,460 @@
+//! The L1: a sharded, concurrent, in-memory store with pluggable eviction and TTLs.
+//!
+//! The facade hashes a key once (foldhash, randomly seeded per cache), picks a shard from bits
+//! 32..48 of the hash (hashbrown uses the low bits for the bucket and the top 7 for its control
+//! byte, so the three don't correlate), locks only that shard, and runs the shard's
+//! single-threaded code. Entries that a write evicts or reclaims are dropped after the lock is
+//! released, so freeing large values never lengthens a critical section.
+//!
+//! Expired entries are reclaimed three ways, none of them stop-the-world: lazily when a read or
+//! write finds one, by an amortized step of two slots on every insert, and by a background
+//! sweeper that visits each shard every `cleanup_interval` in batches of 256 slots per lock.
+
+mod clock;
+mod config;
+mod entry;
+pub mod policy;
+mod shard;
+mod stats;
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    parse_size, CacheConfig, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN, MEMCACHED_MAX_KEY_LEN,
+};
+pub use entry::{Item, ALLOC_OVERHEAD, ENTRY_OVERHEAD};
+pub use policy::{PolicyKind, UnknownPolicy};
+pub use shard::{Delta, DeltaOutcome, StoreMode, StoreOutcome};
+pub use stats::{CacheStats, Counters};
+
+use crate::error::CoreError;
+use shard::Shard;
+
+/// A write's lifetime, before the cache's `default_ttl` and `max_ttl` are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The cache's `default_ttl` (which may itself be "never").
+    Default,
+    /// No deadline (still bounded by `max_ttl`).
+    Never,
+    /// This many milliseconds from now.
+    After(u64),
+    /// At this unix time, in milliseconds; a time in the past means already expired.
+    At(u64),
+    /// Already expired: the write succeeds and the item is gone at once, as in memcached.
+    Expired,
+}
+
+/// A borrowed view of a live entry, handed to `Cache::get_with` under the shard lock.
+pub struct ItemRef<'a> {
+    pub key: &'a [u8],
+    pub value: &'a Bytes,
+    pub flags: u32,
+    pub cas: u64,
+    pub expires_at: u64,
+    pub text_key: bool,
+}
+
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+struct Inner {
+    shards: Box<[Padded]>,
+    shard_mask: u64,
+    hasher: foldhash::fast::RandomState,
+    clock: Arc<dyn Clock>,
+    config: CacheConfig,
+}
+
+/// Batch size of the background sweep: slots examined per lock acquisition.
+const SWEEP_BATCH: usize = 256;
+
+impl Inner {
+    /// One full pass over every shard, releasing each lock every `SWEEP_BATCH` slots.
+    fn sweep_all(&self) -> usize {
+        let mut reclaimed = 0;
+        for p in self.shards.iter() {
+            let total = p.0.lock().slot_count();
+            let mut examined = 0;
+            while examined < total {
+                let mut dead = Vec::new();
+                reclaimed +=
+                    p.0.lock()
+                        .sweep(self.clock.now_ms(), SWEEP_BATCH, &mut dead);
+                drop(dead);
+                examined += SWEEP_BATCH;
+            }
+        }
+        reclaimed
+    }
+}
+
+/// Stops and joins the background sweeper when the cache goes away.
+struct Sweeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    fn start(inner: Weak<Inner>, every: Duration) -> std::io::Result<Sweeper> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("ratmemcache-sweep".into())
+            .spawn(move || loop {
+                {
+                    let mut stopped = signal.0.lock();
+                    if !*stopped {
+                        signal.1.wait_for(&mut stopped, every);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                match inner.upgrade() {
+                    Some(inner) => {
+                        inner.sweep_all();
+                    }
+                    None => return,
+                }
+            })?;
+        Ok(Sweeper {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn stop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The L1 cache. Cheap to share: wrap it in an `Arc`; every method takes `&self`.
+pub struct Cache {
+    inner: Arc<Inner>,
+    sweeper: Mutex<Option<Sweeper>>,
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig) -> Result<Cache, CoreError> {
+        Cache::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: CacheConfig, clock: Arc<dyn Clock>) -> Result<Cache, CoreError> {
+        config.validate()?;
+        let n = config.shard_count();
+        let bits = n.trailing_zeros();
+        let per = |limit: u64| {
+            if limit == 0 {
+                u64::MAX
+            } else {
+                limit.div_ceil(n as u64)
+            }
+        };
+        let shards = (0..n)
+            .map(|i| {
+                Padded(Mutex::new(Shard::new(
+                    config.eviction,
+                    per(config.max_memory),
+                    per(config.max_entries),
+                    i as u64,
+                    bits,
+                )))
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            shards,
+            shard_mask: n as u64 - 1,
+            hasher: foldhash::fast::RandomState::default(),
+            clock,
+            config,
+        });
+        let sweeper = match inner.config.cleanup_interval_ms {
+            0 => None,
+            ms => Some(
+                Sweeper::start(Arc::downgrade(&inner), Duration::from_millis(ms)).map_err(|e| {
+                    CoreError::Config(format!("cannot start the sweeper thread: {e}"))
+                })?,
+            ),
+        };
+        Ok(Cache {
+            inner,
+            sweeper: Mutex::new(sweeper),
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    #[inline]
+    fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
+        let h = self.inner.hasher.hash_one(key);
+        let i = ((h >> 32) & self.inner.shard_mask) as usize;
+        (h, &self.inner.shards[i].0)
+    }
+
+    /// Applies `default_ttl` and `max_ttl`. `Some(0)` means never; `None` means already expired.
+    pub fn deadline(&self, ttl: Ttl, now: u64) -> Option<u64> {
+        let cfg = &self.inner.config;
+        let after = |ms: u64| now.saturating_add(ms);
+        let d = match ttl {
+            Ttl::Default if cfg.default_ttl_ms == 0 => 0,
+            Ttl::Default => after(cfg.default_ttl_ms),
+            Ttl::Never => 0,
+            Ttl::After(ms) => after(ms),
+            Ttl::At(t) if t <= now => return None,
+            Ttl::At(t) => t,
+            Ttl::Expired => return None,
+        };
+        if cfg.max_ttl_ms > 0 {
+            let cap = after(cfg.max_ttl_ms);
+            if d == 0 || d > cap {
+                return Some(cap);
+            }
+        }
+        Some(d)
+    }
+
+    /// Rejects an empty key or one over `max_key_len`.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), CoreError> {
+        if key.is_empty() {
+            return Err(CoreError::BadKey("the key is empty".into()));
+        }
+        let max = self.inner.config.max_key_len;
+        if key.len() > max {
+            return Err(CoreError::BadKey(format!(
+                "the key is {} bytes, over the limit of {max}",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads an entry, counting a hit or a miss, and lets `f` look at it under the shard lock.
+    #[inline]
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().get_with(h, key, now, |e| {
+            f(ItemRef {
+                key: &e.key,
+                value: &e.value,
+                flags: e.flags,
+                cas: e.cas,
+                expires_at: e.expires_at,
+                text_key: e.text_key,
+            })
+        })
+    }
+
+    /// Reads an entry, counting a hit or a miss.
+    pub fn get(&self, key: &[u8]) -> Option<Item> {
+        self.get_with(key, |e| Item {
+            value: e.value.clone(),
+            flags: e.flags,
+            cas: e.cas,
+            expires_at: e.expires_at,
+        })
+    }
+
+    /// Whether a live entry exists; doesn't count as a read or change the eviction order.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().peek(h, key, now).is_some()
+    }
+
+    /// Reads an entry without counting it or touching the eviction order.
+    pub fn peek(&self, key: &[u8]) -> Option<Item> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().peek(h, key, now)
+    }
+
+    /// A storage command (set, add, replace, append, prepend, cas).
+    pub fn store(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+    ) -> Result<StoreOutcome, CoreError> {
+        self.store_keyed(key, false, value, flags, ttl, mode)
+    }
+
+    /// `store`, remembering whether the library caller gave the key as text.
+    pub fn store_keyed(
+        &self,
+        key: &[u8],
+        text_key: bool,
+        value: Bytes,
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+    ) -> Result<StoreOutcome, CoreError> {
+        self.check_key(key)?;
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl, now);
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = shard.lock().store(
+            h,
+            key,
+            value,
+            flags,
+            deadline,
+            mode,
+            text_key,
+            now,
+            &mut dropped,
+        );
+        drop(dropped);
+        Ok(out)
+    }
+
+    /// Sets a new lifetime on a live entry and returns it (memcached's `touch` and `gat`).
+    pub fn touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl, now);
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = shard.lock().touch(h, key, deadline, now, &mut dropped);
+        drop(dropped);
+        out
+    }
+
+    /// Get-and-touch: a counted read that also sets a new lifetime.
+    pub fn get_and_touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl, now);
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = {
+            let mut s = shard.lock();
+            let hit = s.get_with(h, key, now, |_| ()).is_some();
+            if hit {
+                s.touch(h, key, deadline, now, &mut dropped)
+            } else {
+                None
+            }
+        };
+        drop(dropped);
+        out
+    }
+
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let removed = shard.lock().delete(h, key, now);
+        removed.is_some()
+    }
+
+    /// memcached's incr/decr on a decimal value.
+    pub fn delta(&self, key: &[u8], delta: Delta) -> DeltaOutcome {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().delta(h, key, delta, now)
+    }
+
+    /// Removes every entry. Counters are kept, as memcached's `flush_all` keeps them.
+    pub fn clear(&self) {
+        for p in self.inner.shards.iter() {
+            let old = p.0.lock().clear();
+            drop(old);
+        }
+    }
+
+    /// Entries currently held (expired ones not yet reclaimed included).
+    pub fn len(&self) -> u64 {
+        self.inner.shards.iter().map(|p| p.0.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live keys, each with whether it was stored as text by the library.
+    pub fn keys(&self) -> Vec<(Box<[u8]>, bool)> {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        for p in self.inner.shards.iter() {
+            p.0.lock()
+                .for_each_live(now, |e| out.push((e.key.clone(), e.text_key)));
+        }
+        out
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats {
+            limit_maxbytes: self.inner.config.max_memory,
+            limit_entries: self.inner.config.max_entries,
+            shards: self.inner.shards.len() as u64,
+            ..Default::default()
+        };
+        for p in self.inner.shards.iter() {
+            let g = p.0.lock();
+            s.counters += g.counters;
+            s.curr_items += g.len();
+            s.bytes += g.bytes();
+            s.payload_bytes += g.payload_bytes();
+        }
+        s
+    }
+
+    /// One full sweep pass now (the background sweeper does the same every
+    /// `cleanup_interval`). Returns the number of expired entries reclaimed.
+    pub fn sweep_expired(&self) -> usize {
+        self.inner.sweep_all()
+    }
+
+    /// Stops the background sweeper; the cache stays usable. Idempotent.
+    pub fn stop_background(&self) {
+        if let Some(mut s) = self.sweeper.lock().take() {
+            s.stop();
+        }
+    }
+
+    /// Checks every shard's invariants; for tests and debugging.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, p) in self.inner.shards.iter().enumerate() {
+            p.0.lock()
+                .validate()
+                .map_err(|e| format!("shard {i}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every future CAS unique larger than `floor`.
+    pub fn raise_cas_floor(&self, floor: u64) {
+        for p in self.inner.shards.iter() {
+            p.0.lock().raise_cas_floor(floor);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

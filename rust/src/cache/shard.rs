@@ -1,0 +1,599 @@
+//! One shard: a hash table of slot indices, the slots, and an eviction policy.
+//!
+//! Single-threaded by design: every method takes `&mut self`, and the facade in `mod.rs` holds
+//! the shard's lock around each call. Hashes are computed once by the facade and passed in.
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+
+use super::entry::{Entry, Item, ENTRY_OVERHEAD};
+use super::policy::{EntryInfo, Policy, PolicyKind, RemoveReason};
+use super::stats::Counters;
+
+/// How a write treats an existing entry; memcached's storage commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// Store only if the entry's CAS unique still equals this.
+    Cas(u64),
+}
+
+/// memcached's replies to a storage command, plus the one failure the core can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored; carries the new CAS unique.
+    Stored(u64),
+    NotStored,
+    Exists,
+    NotFound,
+    /// The item alone is larger than a shard's memory budget.
+    TooLarge,
+}
+
+/// Result of incr/decr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// The new value and the new CAS unique.
+    Value(u64, u64),
+    NotFound,
+    NonNumeric,
+}
+
+pub(crate) struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    policy: Box<dyn Policy>,
+    kind: PolicyKind,
+    per_entry: u64,
+    len: u64,
+    bytes: u64,
+    payload: u64,
+    limit_bytes: u64,
+    limit_entries: u64,
+    cas_counter: u64,
+    cas_shift: u32,
+    cas_tag: u64,
+    sweep_cursor: usize,
+    pub counters: Counters,
+}
+
+/// A parsed delta request.
+#[derive(Debug, Clone, Copy)]
+pub enum Delta {
+    Incr(u64),
+    Decr(u64),
+}
+
+impl Shard {
+    pub(crate) fn new(
+        kind: PolicyKind,
+        limit_bytes: u64,
+        limit_entries: u64,
+        index: u64,
+        shard_bits: u32,
+    ) -> Self {
+        let policy = kind.build();
+        let per_entry = (ENTRY_OVERHEAD + policy.bytes_per_slot()) as u64;
+        Shard {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            policy,
+            kind,
+            per_entry,
+            len: 0,
+            bytes: 0,
+            payload: 0,
+            limit_bytes,
+            limit_entries,
+            cas_counter: 0,
+            cas_shift: shard_bits,
+            cas_tag: index,
+            sweep_cursor: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn payload_bytes(&self) -> u64 {
+        self.payload
+    }
+
+    /// The bytes an entry with this key and value is charged (see `entry` for the formula).
+    #[inline]
+    pub(crate) fn charge(&self, key_len: usize, value_len: usize) -> u64 {
+        (key_len + value_len) as u64 + self.per_entry
+    }
+
+    /// CAS uniques are unique across shards: the shard index sits in the low bits.
+    fn next_cas(&mut self) -> u64 {
+        self.cas_counter += 1;
+        (self.cas_counter << self.cas_shift) | self.cas_tag
+    }
+
+    /// Makes every future CAS unique larger than `floor` (used when reloading persisted items).
+    pub(crate) fn raise_cas_floor(&mut self, floor: u64) {
+        let c = floor >> self.cas_shift;
+        if c > self.cas_counter {
+            self.cas_counter = c;
+        }
+    }
+
+    #[inline]
+    fn entry(&self, slot: u32) -> &Entry {
+        self.slots[slot as usize].as_ref().expect("live slot")
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, slot: u32) -> &mut Entry {
+        self.slots[slot as usize].as_mut().expect("live slot")
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&s| {
+                slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.hash == hash && &*e.key == key)
+            })
+            .copied()
+    }
+
+    /// Finds a live entry; an expired one is reclaimed on the spot and reported as absent.
+    #[inline]
+    fn find_live(&mut self, hash: u64, key: &[u8], now: u64) -> Option<u32> {
+        let slot = self.find(hash, key)?;
+        if self.entry(slot).is_live(now) {
+            Some(slot)
+        } else {
+            self.remove_slot(slot, RemoveReason::Deleted);
+            self.counters.expirations += 1;
+            None
+        }
+    }
+
+    fn remove_slot(&mut self, slot: u32, why: RemoveReason) -> Entry {
+        let e = self.slots[slot as usize].take().expect("live slot");
+        let info = EntryInfo {
+            hash: e.hash,
+            expires_at: e.expires_at,
+        };
+        self.policy.remove(slot, info, why);
+        if let Ok(o) = self.table.find_entry(e.hash, |&s| s == slot) {
+            o.remove();
+        }
+        self.free.push(slot);
+        self.len -= 1;
+        self.bytes -= self.charge(e.key.len(), e.value.len());
+        self.payload -= e.payload_len() as u64;
+        e
+    }
+
+    fn over_limits(&self, extra_bytes: u64, extra_entries: u64) -> bool {
+        self.bytes + extra_bytes > self.limit_bytes || self.len + extra_entries > self.limit_entries
+    }
+
+    /// Evicts until `extra` more bytes and entries fit. Returns the evicted entries so the caller
+    /// can drop (free) them after releasing the lock.
+    fn make_room(&mut self, extra_bytes: u64, extra_entries: u64, evicted: &mut Vec<Entry>) {
+        while self.len > 0 && self.over_limits(extra_bytes, extra_entries) {
+            let Some(v) = self.policy.victim() else { break };
+            evicted.push(self.remove_slot(v, RemoveReason::Evicted));
+            self.counters.evictions += 1;
+        }
+    }
+
+    fn insert_new(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        expires_at: u64,
+        text_key: bool,
+    ) -> u64 {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                let n = self.slots.len();
+                self.policy.ensure(n);
+                (n - 1) as u32
+            }
+        };
+        let cas = self.next_cas();
+        self.bytes += self.charge(key.len(), value.len());
+        self.payload += (key.len() + value.len()) as u64;
+        self.len += 1;
+        self.slots[slot as usize] = Some(Entry {
+            hash,
+            key: key.into(),
+            value,
+            cas,
+            expires_at,
+            flags,
+            text_key,
+        });
+        let slots = &self.slots;
+        self.table.insert_unique(hash, slot, |&s| {
+            slots[s as usize].as_ref().map_or(0, |e| e.hash)
+        });
+        self.policy.insert(slot, EntryInfo { hash, expires_at });
+        self.counters.total_items += 1;
+        cas
+    }
+
+    /// Replaces an existing entry's value and metadata in place, keeping its policy standing.
+    fn overwrite(&mut self, slot: u32, value: Bytes, flags: u32, expires_at: u64) -> u64 {
+        let cas = self.next_cas();
+        let (old_len, key_len, old_exp, hash) = {
+            let e = self.entry(slot);
+            (e.value.len(), e.key.len(), e.expires_at, e.hash)
+        };
+        let new_len = value.len();
+        let e = self.entry_mut(slot);
+        e.value = value;
+        e.flags = flags;
+        e.expires_at = expires_at;
+        e.cas = cas;
+        self.bytes = self.bytes - self.charge(key_len, old_len) + self.charge(key_len, new_len);
+        self.payload = self.payload - old_len as u64 + new_len as u64;
+        self.policy.update(
+            slot,
+            EntryInfo {
+                hash,
+                expires_at: old_exp,
+            },
+            EntryInfo { hash, expires_at },
+        );
+        self.counters.total_items += 1;
+        cas
+    }
+
+    /// The core of every storage command. `expires_at` is `None` when the deadline has already
+    /// passed: the write succeeds as memcached's does, and the item is gone at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn store(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        expires_at: Option<u64>,
+        mode: StoreMode,
+        text_key: bool,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> StoreOutcome {
+        self.counters.cmd_set += 1;
+        let existing = self.find_live(hash, key, now);
+        let value = match (existing, mode) {
+            (Some(_), StoreMode::Add) => return StoreOutcome::NotStored,
+            (None, StoreMode::Replace | StoreMode::Append | StoreMode::Prepend) => {
+                return StoreOutcome::NotStored
+            }
+            (None, StoreMode::Cas(_)) => {
+                self.counters.cas_misses += 1;
+                return StoreOutcome::NotFound;
+            }
+            (Some(s), StoreMode::Cas(c)) if self.entry(s).cas != c => {
+                self.counters.cas_badval += 1;
+                return StoreOutcome::Exists;
+            }
+            (Some(s), StoreMode::Append | StoreMode::Prepend) => {
+                let old = &self.entry(s).value;
+                let mut v = Vec::with_capacity(old.len() + value.len());
+                if mode == StoreMode::Append {
+                    v.extend_from_slice(old);
+                    v.extend_from_slice(&value);
+                } else {
+                    v.extend_from_slice(&value);
+                    v.extend_from_slice(old);
+                }
+                Bytes::from(v)
+            }
+            _ => value,
+        };
+        if let StoreMode::Cas(_) = mode {
+            self.counters.cas_hits += 1;
+        }
+        if self.charge(key.len(), value.len()) > self.limit_bytes {
+            // memcached drops the old value when a set is too large; so do we (but not for add,
+            // which returned above, nor for append/prepend, which keep the old value).
+            if let (Some(s), StoreMode::Set | StoreMode::Replace | StoreMode::Cas(_)) =
+                (existing, mode)
+            {
+                evicted.push(self.remove_slot(s, RemoveReason::Deleted));
+            }
+            return StoreOutcome::TooLarge;
+        }
+        match existing {
+            Some(s) => {
+                let (flags, expires_at) = match mode {
+                    StoreMode::Append | StoreMode::Prepend => {
+                        let e = self.entry(s);
+                        (e.flags, Some(e.expires_at))
+                    }
+                    _ => (flags, expires_at),
+                };
+                let Some(deadline) = expires_at else {
+                    evicted.push(self.remove_slot(s, RemoveReason::Deleted));
+                    return StoreOutcome::Stored(self.next_cas());
+                };
+                let cas = self.overwrite(s, value, flags, deadline);
+                self.make_room(0, 0, evicted);
+                StoreOutcome::Stored(cas)
+            }
+            None => {
+                let Some(deadline) = expires_at else {
+                    return StoreOutcome::Stored(self.next_cas());
+                };
+                let charge = self.charge(key.len(), value.len());
+                self.make_room(charge, 1, evicted);
+                let cas = self.insert_new(hash, key, value, flags, deadline, text_key);
+                self.sweep(now, 2, evicted);
+                StoreOutcome::Stored(cas)
+            }
+        }
+    }
+
+    /// A read: on a hit the policy sees the access and `f` sees the entry.
+    #[inline]
+    pub(crate) fn get_with<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        f: impl FnOnce(&Entry) -> R,
+    ) -> Option<R> {
+        let found = self.find(hash, key);
+        let slot = match found {
+            Some(s) if self.entry(s).is_live(now) => s,
+            Some(s) => {
+                self.remove_slot(s, RemoveReason::Deleted);
+                self.counters.expirations += 1;
+                self.counters.get_expired += 1;
+                self.counters.get_misses += 1;
+                return None;
+            }
+            None => {
+                self.counters.get_misses += 1;
+                return None;
+            }
+        };
+        self.counters.get_hits += 1;
+        self.policy.touch(slot);
+        Some(f(self.entry(slot)))
+    }
+
+    /// A read that does not count as a hit or move the entry (for `contains`).
+    pub(crate) fn peek(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Item> {
+        let s = self.find_live(hash, key, now)?;
+        Some(item_of(self.entry(s)))
+    }
+
+    /// Sets a new deadline on a live entry; `None` expires it now. Returns the item on a hit.
+    pub(crate) fn touch(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        expires_at: Option<u64>,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> Option<Item> {
+        let Some(s) = self.find_live(hash, key, now) else {
+            self.counters.touch_misses += 1;
+            return None;
+        };
+        self.counters.touch_hits += 1;
+        let item = item_of(self.entry(s));
+        match expires_at {
+            None => evicted.push(self.remove_slot(s, RemoveReason::Deleted)),
+            Some(d) => {
+                let e = self.entry_mut(s);
+                let old = EntryInfo {
+                    hash: e.hash,
+                    expires_at: e.expires_at,
+                };
+                e.expires_at = d;
+                self.policy.update(
+                    s,
+                    old,
+                    EntryInfo {
+                        hash,
+                        expires_at: d,
+                    },
+                );
+            }
+        }
+        Some(item)
+    }
+
+    pub(crate) fn delete(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
+        match self.find_live(hash, key, now) {
+            Some(s) => {
+                self.counters.delete_hits += 1;
+                Some(self.remove_slot(s, RemoveReason::Deleted))
+            }
+            None => {
+                self.counters.delete_misses += 1;
+                None
+            }
+        }
+    }
+
+    /// memcached's incr/decr: the value must be a decimal u64; incr wraps at 2^64, decr stops
+    /// at 0, and a result shorter than the old value is padded with spaces to the old length.
+    pub(crate) fn delta(&mut self, hash: u64, key: &[u8], delta: Delta, now: u64) -> DeltaOutcome {
+        self.counters.cmd_set += 1;
+        let Some(s) = self.find_live(hash, key, now) else {
+            match delta {
+                Delta::Incr(_) => self.counters.incr_misses += 1,
+                Delta::Decr(_) => self.counters.decr_misses += 1,
+            }
+            return DeltaOutcome::NotFound;
+        };
+        let e = self.entry(s);
+        let (old_len, flags, exp) = (e.value.len(), e.flags, e.expires_at);
+        let Some(cur) = parse_decimal(&e.value) else {
+            return DeltaOutcome::NonNumeric;
+        };
+        let new = match delta {
+            Delta::Incr(d) => {
+                self.counters.incr_hits += 1;
+                cur.wrapping_add(d)
+            }
+            Delta::Decr(d) => {
+                self.counters.decr_hits += 1;
+                cur.saturating_sub(d)
+            }
+        };
+        let mut digits = new.to_string().into_bytes();
+        if digits.len() < old_len {
+            digits.resize(old_len, b' ');
+        }
+        let cas = self.overwrite(s, Bytes::from(digits), flags, exp);
+        DeltaOutcome::Value(new, cas)
+    }
+
+    /// Drops everything; returns the entries so they are freed outside the lock.
+    pub(crate) fn clear(&mut self) -> Vec<Option<Entry>> {
+        let old = std::mem::take(&mut self.slots);
+        self.table = HashTable::new();
+        self.free.clear();
+        self.policy = self.kind.build();
+        self.len = 0;
+        self.bytes = 0;
+        self.payload = 0;
+        self.sweep_cursor = 0;
+        old
+    }
+
+    /// Examines up to `budget` slots from the sweep cursor, wrapping around, and reclaims the
+    /// expired entries among them. Returns how many it reclaimed.
+    pub(crate) fn sweep(&mut self, now: u64, budget: usize, evicted: &mut Vec<Entry>) -> usize {
+        let n = self.slots.len();
+        let mut reclaimed = 0;
+        for _ in 0..budget.min(n) {
+            if self.sweep_cursor >= n {
+                self.sweep_cursor = 0;
+            }
+            let i = self.sweep_cursor;
+            self.sweep_cursor += 1;
+            if self.slots[i].as_ref().is_some_and(|e| !e.is_live(now)) {
+                evicted.push(self.remove_slot(i as u32, RemoveReason::Deleted));
+                self.counters.expirations += 1;
+                reclaimed += 1;
+            }
+        }
+        reclaimed
+    }
+
+    /// Slots in the slab, live or free: what one full sweep pass examines.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Calls `f` on every live entry.
+    pub(crate) fn for_each_live(&self, now: u64, mut f: impl FnMut(&Entry)) {
+        for e in self.slots.iter().flatten() {
+            if e.is_live(now) {
+                f(e);
+            }
+        }
+    }
+
+    /// Checks the table, the slots, the accounting and the policy against each other.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let live: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&s| self.slots[s as usize].is_some())
+            .collect();
+        if live.len() as u64 != self.len {
+            return Err(format!(
+                "len is {} but {} slots are live",
+                self.len,
+                live.len()
+            ));
+        }
+        if self.table.len() != live.len() {
+            return Err(format!(
+                "table has {} entries for {} live slots",
+                self.table.len(),
+                live.len()
+            ));
+        }
+        if self.free.len() + live.len() != self.slots.len() {
+            return Err("free list and live slots do not cover the slab".into());
+        }
+        let (mut bytes, mut payload) = (0, 0);
+        for &s in &live {
+            let e = self.entry(s);
+            if self.find(e.hash, &e.key) != Some(s) {
+                return Err(format!("slot {s} is not reachable through the table"));
+            }
+            bytes += self.charge(e.key.len(), e.value.len());
+            payload += e.payload_len() as u64;
+        }
+        if bytes != self.bytes || payload != self.payload {
+            return Err(format!(
+                "accounting: {} bytes recorded, {bytes} counted",
+                self.bytes
+            ));
+        }
+        if self.len > self.limit_entries || self.bytes > self.limit_bytes {
+            return Err(format!(
+                "over limits: {} entries (limit {}), {} bytes (limit {})",
+                self.len, self.limit_entries, self.bytes, self.limit_bytes
+            ));
+        }
+        self.policy.validate(&live)
+    }
+}
+
+pub(crate) fn item_of(e: &Entry) -> Item {
+    Item {
+        value: e.value.clone(),
+        flags: e.flags,
+        cas: e.cas,
+        expires_at: e.expires_at,
+    }
+}
+
+/// memcached's `safe_strtoull` on an item: optional surrounding whitespace, then decimal digits.
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    let s = v.trim_ascii();
+    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_decimal;
+
+    #[test]
+    fn decimal_values() {
+        assert_eq!(parse_decimal(b"42"), Some(42));
+        assert_eq!(parse_decimal(b"99 "), Some(99));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b"12abc"), None);
+        assert_eq!(parse_decimal(b"-1"), None);
+        assert_eq!(parse_decimal(b""), None);
+    }
+}

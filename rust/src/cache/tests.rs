@@ -1,0 +1,579 @@
+//! Behavioural tests that every policy must pass, plus policy-specific orderings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn cache_with(kind: PolicyKind, max_entries: u64, max_memory: u64) -> (Cache, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = CacheConfig {
+        max_entries,
+        max_memory,
+        eviction: kind,
+        shards: 1,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    (Cache::with_clock(cfg, clock.clone()).unwrap(), clock)
+}
+
+fn set(c: &Cache, k: &str, v: &str) -> StoreOutcome {
+    c.store(
+        k.as_bytes(),
+        Bytes::copy_from_slice(v.as_bytes()),
+        0,
+        Ttl::Default,
+        StoreMode::Set,
+    )
+    .unwrap()
+}
+
+fn set_ttl(c: &Cache, k: &str, ttl: Ttl) {
+    c.store(
+        k.as_bytes(),
+        Bytes::from_static(b"v"),
+        0,
+        ttl,
+        StoreMode::Set,
+    )
+    .unwrap();
+}
+
+fn get(c: &Cache, k: &str) -> Option<Vec<u8>> {
+    c.get(k.as_bytes()).map(|i| i.value.to_vec())
+}
+
+fn ok(c: &Cache) {
+    c.validate().unwrap();
+}
+
+#[test]
+fn every_policy_basic_ops() {
+    for kind in PolicyKind::ALL {
+        let (c, _) = cache_with(kind, 0, 0);
+        assert!(matches!(set(&c, "a", "1"), StoreOutcome::Stored(_)));
+        ok(&c);
+        assert_eq!(get(&c, "a"), Some(b"1".to_vec()), "{kind}");
+        assert_eq!(get(&c, "b"), None);
+        set(&c, "a", "22");
+        assert_eq!(get(&c, "a"), Some(b"22".to_vec()));
+        assert!(c.delete(b"a"));
+        assert!(!c.delete(b"a"));
+        ok(&c);
+        assert_eq!(c.len(), 0);
+        let s = c.stats();
+        assert_eq!(s.counters.get_hits, 2, "{kind}");
+        assert_eq!(s.counters.get_misses, 1);
+        assert_eq!(s.counters.cmd_set, 2);
+        assert_eq!(s.counters.delete_hits, 1);
+        assert_eq!(s.counters.delete_misses, 1);
+        assert_eq!(s.curr_items, 0);
+        assert_eq!(s.bytes, 0);
+    }
+}
+
+#[test]
+fn every_policy_respects_the_entry_limit() {
+    for kind in PolicyKind::ALL {
+        let (c, _) = cache_with(kind, 10, 0);
+        for i in 0..100 {
+            set(&c, &format!("k{i}"), "v");
+            ok(&c);
+            if i % 3 == 0 {
+                get(&c, &format!("k{}", i / 2));
+                ok(&c);
+            }
+        }
+        assert_eq!(c.len(), 10, "{kind}");
+        assert_eq!(c.stats().counters.evictions, 90, "{kind}");
+        // The newest key always survives its own insertion.
+        assert!(c.contains(b"k99"), "{kind}");
+    }
+}
+
+#[test]
+fn every_policy_respects_the_memory_limit() {
+    for kind in PolicyKind::ALL {
+        let limit = 64 * 1024;
+        let (c, _) = cache_with(kind, 0, limit);
+        let mut rng = SmallRng::seed_from_u64(7);
+        for i in 0..2_000 {
+            let n = rng.random_range(1..2_000);
+            c.store(
+                format!("k{i}").as_bytes(),
+                Bytes::from(vec![b'x'; n]),
+                0,
+                Ttl::Default,
+                StoreMode::Set,
+            )
+            .unwrap();
+            assert!(c.stats().bytes <= limit, "{kind}");
+        }
+        ok(&c);
+        assert!(c.stats().counters.evictions > 0);
+        // Accounting matches the documented formula.
+        let s = c.stats();
+        assert!(
+            s.bytes >= s.payload_bytes + s.curr_items * ENTRY_OVERHEAD as u64,
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn an_item_larger_than_the_budget_is_refused_and_drops_the_old_value() {
+    let (c, _) = cache_with(PolicyKind::Lru, 0, 4096);
+    set(&c, "k", "small");
+    let out = c
+        .store(
+            b"k",
+            Bytes::from(vec![0u8; 8192]),
+            0,
+            Ttl::Default,
+            StoreMode::Set,
+        )
+        .unwrap();
+    assert_eq!(out, StoreOutcome::TooLarge);
+    assert_eq!(get(&c, "k"), None);
+    set(&c, "k", "small");
+    let out = c
+        .store(
+            b"k",
+            Bytes::from(vec![0u8; 8192]),
+            0,
+            Ttl::Default,
+            StoreMode::Add,
+        )
+        .unwrap();
+    assert_eq!(out, StoreOutcome::NotStored);
+    assert_eq!(get(&c, "k"), Some(b"small".to_vec()));
+    ok(&c);
+}
+
+#[test]
+fn lru_evicts_least_recently_used() {
+    let (c, _) = cache_with(PolicyKind::Lru, 3, 0);
+    set(&c, "a", "1");
+    set(&c, "b", "1");
+    set(&c, "c", "1");
+    get(&c, "a");
+    set(&c, "d", "1");
+    assert!(!c.contains(b"b"));
+    assert!(c.contains(b"a") && c.contains(b"c") && c.contains(b"d"));
+    ok(&c);
+}
+
+#[test]
+fn fifo_ignores_reads() {
+    let (c, _) = cache_with(PolicyKind::Fifo, 3, 0);
+    set(&c, "a", "1");
+    set(&c, "b", "1");
+    set(&c, "c", "1");
+    get(&c, "a");
+    set(&c, "d", "1");
+    assert!(!c.contains(b"a"));
+    assert!(c.contains(b"b"));
+    ok(&c);
+}
+
+#[test]
+fn lfu_keeps_the_frequent_and_breaks_ties_by_recency() {
+    let (c, _) = cache_with(PolicyKind::Lfu, 3, 0);
+    set(&c, "a", "1");
+    set(&c, "b", "1");
+    set(&c, "c", "1");
+    for _ in 0..3 {
+        get(&c, "a");
+        get(&c, "c");
+    }
+    get(&c, "b");
+    set(&c, "d", "1"); // evicts b (count 1)
+    assert!(!c.contains(b"b"));
+    set(&c, "e", "1"); // evicts d (count 0)
+    assert!(!c.contains(b"d"));
+    assert!(c.contains(b"a") && c.contains(b"c") && c.contains(b"e"));
+    ok(&c);
+}
+
+#[test]
+fn hybrid_resists_a_scan() {
+    let (c, _) = cache_with(PolicyKind::Hybrid, 10, 0);
+    for i in 0..5 {
+        set(&c, &format!("hot{i}"), "1");
+        get(&c, &format!("hot{i}"));
+    }
+    for i in 0..100 {
+        set(&c, &format!("scan{i}"), "1");
+        ok(&c);
+    }
+    for i in 0..5 {
+        assert!(
+            c.contains(format!("hot{i}").as_bytes()),
+            "hot{i} was flushed by a scan"
+        );
+    }
+}
+
+#[test]
+fn ttl_policy_evicts_soonest_deadline_first() {
+    let (c, _) = cache_with(PolicyKind::Ttl, 3, 0);
+    set_ttl(&c, "late", Ttl::After(300_000));
+    set_ttl(&c, "soon", Ttl::After(10_000));
+    set_ttl(&c, "never", Ttl::Never);
+    set_ttl(&c, "new", Ttl::After(200_000));
+    assert!(!c.contains(b"soon"));
+    set_ttl(&c, "new2", Ttl::Never);
+    assert!(!c.contains(b"new"));
+    assert!(c.contains(b"late") || c.contains(b"never"));
+    // A touch moves an entry in the deadline order.
+    c.touch(b"late", Ttl::After(1));
+    set_ttl(&c, "x", Ttl::Never);
+    assert!(!c.contains(b"late"));
+    ok(&c);
+}
+
+#[test]
+fn modern_policies_keep_hot_keys_through_a_scan() {
+    for kind in [PolicyKind::Sieve, PolicyKind::S3Fifo] {
+        let (c, _) = cache_with(kind, 20, 0);
+        for i in 0..10 {
+            set(&c, &format!("hot{i}"), "1");
+        }
+        for round in 0..20 {
+            for i in 0..10 {
+                get(&c, &format!("hot{i}"));
+            }
+            for j in 0..5 {
+                set(&c, &format!("scan{round}-{j}"), "1");
+                ok(&c);
+            }
+        }
+        let kept = (0..10)
+            .filter(|i| c.contains(format!("hot{i}").as_bytes()))
+            .count();
+        assert!(kept >= 9, "{kind} kept only {kept} of 10 hot keys");
+    }
+}
+
+#[test]
+fn ttl_rules_with_a_manual_clock() {
+    for kind in PolicyKind::ALL {
+        let (c, clock) = cache_with(kind, 0, 0);
+        set_ttl(&c, "a", Ttl::After(1_000));
+        set_ttl(&c, "b", Ttl::Never);
+        set_ttl(&c, "gone", Ttl::Expired);
+        set_ttl(&c, "past", Ttl::At(T0 - 1));
+        set_ttl(&c, "abs", Ttl::At(T0 + 5_000));
+        assert!(!c.contains(b"gone") && !c.contains(b"past"));
+        clock.advance(999);
+        assert!(c.contains(b"a"));
+        clock.advance(1);
+        assert_eq!(get(&c, "a"), None, "{kind}: an expired entry was returned");
+        assert!(c.contains(b"b") && c.contains(b"abs"));
+        clock.advance(4_000);
+        assert!(!c.contains(b"abs"));
+        assert!(c.contains(b"b"));
+        let s = c.stats();
+        assert!(s.counters.expirations >= 2);
+        assert_eq!(s.counters.get_expired, 1);
+        ok(&c);
+    }
+}
+
+#[test]
+fn default_and_max_ttl_apply() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = CacheConfig {
+        default_ttl_ms: 10_000,
+        max_ttl_ms: 60_000,
+        shards: 1,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    let c = Cache::with_clock(cfg, clock.clone()).unwrap();
+    set_ttl(&c, "d", Ttl::Default);
+    set_ttl(&c, "n", Ttl::Never);
+    set_ttl(&c, "long", Ttl::After(3_600_000));
+    assert_eq!(c.peek(b"d").unwrap().expires_at, T0 + 10_000);
+    assert_eq!(c.peek(b"n").unwrap().expires_at, T0 + 60_000);
+    assert_eq!(c.peek(b"long").unwrap().expires_at, T0 + 60_000);
+    clock.advance(60_000);
+    assert!(c.is_empty() || c.keys().is_empty());
+}
+
+#[test]
+fn sweeping_reclaims_dead_entries_without_reads() {
+    let (c, clock) = cache_with(PolicyKind::S3Fifo, 0, 0);
+    for i in 0..1_000 {
+        set_ttl(&c, &format!("k{i}"), Ttl::After(1_000));
+    }
+    clock.advance(2_000);
+    assert_eq!(c.len(), 1_000);
+    assert_eq!(c.sweep_expired(), 1_000);
+    assert_eq!(c.len(), 0);
+    assert_eq!(c.stats().bytes, 0);
+    ok(&c);
+}
+
+#[test]
+fn writes_reclaim_expired_entries_incrementally() {
+    let (c, clock) = cache_with(PolicyKind::Lru, 0, 0);
+    for i in 0..100 {
+        set_ttl(&c, &format!("old{i}"), Ttl::After(1_000));
+    }
+    clock.advance(2_000);
+    for i in 0..100 {
+        set(&c, &format!("new{i}"), "v");
+    }
+    // Each insert examines two slots, so the 100 dead entries are all gone.
+    assert_eq!(c.len(), 100);
+    ok(&c);
+}
+
+#[test]
+fn background_sweeper_runs_and_stops() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = CacheConfig {
+        cleanup_interval_ms: 10,
+        shards: 2,
+        ..Default::default()
+    };
+    let c = Cache::with_clock(cfg, clock.clone()).unwrap();
+    for i in 0..100 {
+        set_ttl(&c, &format!("k{i}"), Ttl::After(1));
+    }
+    clock.advance(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.len() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.len(), 0);
+    c.stop_background();
+    c.stop_background();
+}
+
+#[test]
+fn storage_modes() {
+    let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
+    let st = |k: &str, v: &str, m| {
+        c.store(
+            k.as_bytes(),
+            Bytes::copy_from_slice(v.as_bytes()),
+            5,
+            Ttl::Default,
+            m,
+        )
+        .unwrap()
+    };
+    assert_eq!(st("k", "x", StoreMode::Replace), StoreOutcome::NotStored);
+    assert_eq!(st("k", "x", StoreMode::Append), StoreOutcome::NotStored);
+    assert!(matches!(
+        st("k", "b", StoreMode::Add),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(st("k", "x", StoreMode::Add), StoreOutcome::NotStored);
+    st("k", "c", StoreMode::Append);
+    st("k", "a", StoreMode::Prepend);
+    assert_eq!(get(&c, "k"), Some(b"abc".to_vec()));
+    let cas = c.get(b"k").unwrap().cas;
+    assert_eq!(st("k", "z", StoreMode::Cas(cas + 1)), StoreOutcome::Exists);
+    let StoreOutcome::Stored(new_cas) = st("k", "z", StoreMode::Cas(cas)) else {
+        panic!()
+    };
+    assert_ne!(new_cas, cas);
+    assert_eq!(st("k", "z", StoreMode::Cas(cas)), StoreOutcome::Exists);
+    assert_eq!(
+        st("nokey", "z", StoreMode::Cas(cas)),
+        StoreOutcome::NotFound
+    );
+    let s = c.stats().counters;
+    assert_eq!((s.cas_hits, s.cas_badval, s.cas_misses), (1, 2, 1));
+    ok(&c);
+}
+
+#[test]
+fn cas_uniques_are_unique_across_shards() {
+    let cfg = CacheConfig {
+        shards: 8,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    let c = Cache::new(cfg).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..1_000 {
+        let StoreOutcome::Stored(cas) = set(&c, &format!("k{i}"), "v") else {
+            panic!()
+        };
+        assert!(seen.insert(cas));
+    }
+}
+
+#[test]
+fn incr_decr_follow_memcached() {
+    let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
+    set(&c, "n", "100");
+    assert!(matches!(
+        c.delta(b"n", Delta::Decr(1)),
+        DeltaOutcome::Value(99, _)
+    ));
+    assert_eq!(get(&c, "n"), Some(b"99 ".to_vec()));
+    assert!(matches!(
+        c.delta(b"n", Delta::Incr(1)),
+        DeltaOutcome::Value(100, _)
+    ));
+    assert_eq!(get(&c, "n"), Some(b"100".to_vec()));
+    assert!(matches!(
+        c.delta(b"n", Delta::Decr(1000)),
+        DeltaOutcome::Value(0, _)
+    ));
+    set(&c, "m", "18446744073709551615");
+    assert!(matches!(
+        c.delta(b"m", Delta::Incr(2)),
+        DeltaOutcome::Value(1, _)
+    ));
+    set(&c, "s", "abc");
+    assert_eq!(c.delta(b"s", Delta::Incr(1)), DeltaOutcome::NonNumeric);
+    assert_eq!(c.delta(b"none", Delta::Incr(1)), DeltaOutcome::NotFound);
+    let s = c.stats().counters;
+    // A non-numeric value counts neither a hit nor a miss, as in memcached.
+    assert_eq!((s.incr_hits, s.incr_misses, s.decr_hits), (2, 1, 2));
+    ok(&c);
+}
+
+#[test]
+fn touch_and_gat() {
+    let (c, clock) = cache_with(PolicyKind::Sieve, 0, 0);
+    set_ttl(&c, "k", Ttl::After(1_000));
+    assert!(c.touch(b"k", Ttl::After(10_000)).is_some());
+    clock.advance(5_000);
+    assert!(c.get_and_touch(b"k", Ttl::After(1_000)).is_some());
+    clock.advance(1_000);
+    assert!(c.get(b"k").is_none());
+    assert!(c.touch(b"k", Ttl::Never).is_none());
+    set(&c, "k", "v");
+    assert!(c.touch(b"k", Ttl::Expired).is_some());
+    assert!(c.get(b"k").is_none());
+    ok(&c);
+}
+
+#[test]
+fn keys_and_clear() {
+    let (c, _) = cache_with(PolicyKind::Hybrid, 0, 0);
+    c.store_keyed(
+        b"text",
+        true,
+        Bytes::from_static(b"1"),
+        0,
+        Ttl::Default,
+        StoreMode::Set,
+    )
+    .unwrap();
+    set(&c, "raw", "1");
+    let mut keys = c.keys();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (b"raw".to_vec().into(), false),
+            (b"text".to_vec().into(), true)
+        ]
+    );
+    c.clear();
+    assert!(c.is_empty());
+    set(&c, "again", "1");
+    assert!(c.contains(b"again"));
+    ok(&c);
+}
+
+#[test]
+fn bad_keys_are_refused() {
+    let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
+    assert!(matches!(
+        c.store(b"", Bytes::new(), 0, Ttl::Default, StoreMode::Set),
+        Err(CoreError::BadKey(_))
+    ));
+    let long = vec![b'k'; LIBRARY_MAX_KEY_LEN + 1];
+    assert!(c
+        .store(&long, Bytes::new(), 0, Ttl::Default, StoreMode::Set)
+        .is_err());
+}
+
+/// Random operations against a model, with an invariant check after every step.
+#[test]
+fn random_ops_match_a_model_and_keep_invariants() {
+    for kind in PolicyKind::ALL {
+        let (c, clock) = cache_with(kind, 0, 0);
+        let mut model: HashMap<String, (Vec<u8>, u64)> = HashMap::new();
+        let mut rng = SmallRng::seed_from_u64(kind as u64);
+        for step in 0..3_000 {
+            let k = format!("k{}", rng.random_range(0..50));
+            let now = clock.now_ms();
+            model.retain(|_, (_, exp)| *exp == 0 || now < *exp);
+            match rng.random_range(0..6) {
+                0 | 1 => {
+                    let v = format!("v{step}").into_bytes();
+                    let ttl = rng.random_range(0..3u64) * 500;
+                    let t = if ttl == 0 {
+                        Ttl::Never
+                    } else {
+                        Ttl::After(ttl)
+                    };
+                    c.store(k.as_bytes(), Bytes::from(v.clone()), 0, t, StoreMode::Set)
+                        .unwrap();
+                    model.insert(k, (v, if ttl == 0 { 0 } else { now + ttl }));
+                }
+                2 => assert_eq!(
+                    c.get(k.as_bytes()).map(|i| i.value.to_vec()),
+                    model.get(&k).map(|m| m.0.clone()),
+                    "{kind} step {step}"
+                ),
+                3 => assert_eq!(c.delete(k.as_bytes()), model.remove(&k).is_some()),
+                4 => clock.advance(rng.random_range(0..300)),
+                _ => {
+                    c.sweep_expired();
+                }
+            }
+            c.validate()
+                .unwrap_or_else(|e| panic!("{kind} step {step}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn concurrent_use_from_threads() {
+    let cfg = CacheConfig {
+        max_entries: 5_000,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    let c = Arc::new(Cache::new(cfg).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(t);
+                for i in 0..20_000 {
+                    let k = format!("k{}", rng.random_range(0..10_000));
+                    if i % 4 == 0 {
+                        set(&c, &k, "value");
+                    } else if let Some(v) = get(&c, &k) {
+                        assert_eq!(v, b"value");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(c.len() <= 5_000 + c.stats().shards);
+    let s = c.stats();
+    assert_eq!(s.gets(), 60_000);
+    c.validate().unwrap();
+}

@@ -1,0 +1,649 @@
+//! `ratmemcache.Cache`: the L1 as an in-process Python cache.
+//!
+//! The hot path (`get`, `set`, `in`) holds the GIL and the one shard lock it needs for the
+//! duration of a map operation; it never calls back into Python while a shard is locked (the
+//! serializer runs before a write locks and after a read unlocks).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
+
+use super::clock::PyManualClock;
+use super::errors::{config_error, to_py, type_error};
+use crate::cache::{
+    parse_size, Cache, CacheConfig, Clock, Delta, DeltaOutcome, PolicyKind, StoreMode,
+    StoreOutcome, SystemClock, Ttl, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
+};
+use crate::error::CoreError;
+
+/// Client flag bit set on values that went through the `serializer`; plain `bytes` are stored
+/// with flags 0, so they read back as `bytes` with or without a serializer.
+pub(crate) const FLAG_SERIALIZED: u32 = 1;
+
+struct Serializer {
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+}
+
+#[pyclass(module = "ratmemcache._core", name = "Cache", frozen, subclass)]
+pub(crate) struct PyCache {
+    core: Arc<Cache>,
+    serializer: Option<Serializer>,
+    closed: AtomicBool,
+}
+
+/// A key as the core sees it: its bytes, and whether the caller gave it as `str`.
+#[inline]
+fn key_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<(&'a [u8], bool)> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok((b.as_bytes(), false));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok((s.to_str()?.as_bytes(), true));
+    }
+    Err(type_error(format!(
+        "keys must be str or bytes, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+fn seconds_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if obj.hasattr("total_seconds")? {
+        return obj.call_method0("total_seconds")?.extract();
+    }
+    obj.extract::<f64>()
+        .map_err(|_| type_error(format!("{what} must be a number of seconds or a timedelta")))
+}
+
+/// `None` uses the cache's default TTL; 0 means never; a positive number is seconds from now.
+fn ttl_of(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Ttl> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Ttl::Default);
+    };
+    let s = seconds_of(obj, "ttl")?;
+    if !s.is_finite() || s < 0.0 {
+        return Err(to_py(CoreError::BadArgument(format!(
+            "ttl must be a finite number of seconds >= 0 (0 = never expire), got {s}"
+        ))));
+    }
+    Ok(if s == 0.0 {
+        Ttl::Never
+    } else {
+        Ttl::After(((s * 1000.0).ceil() as u64).max(1))
+    })
+}
+
+fn duration_ms(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<u64> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(0);
+    };
+    let s = seconds_of(obj, name)?;
+    if !s.is_finite() || s < 0.0 {
+        return Err(config_error(format!(
+            "{name} must be a number of seconds >= 0, got {s}"
+        )));
+    }
+    Ok((s * 1000.0).round() as u64)
+}
+
+fn size_of_arg(obj: Option<&Bound<'_, PyAny>>, name: &str, default: u64) -> PyResult<u64> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(default);
+    };
+    if let Ok(s) = obj.cast::<PyString>() {
+        return parse_size(s.to_str()?).map_err(|e| config_error(format!("{name}: {e}")));
+    }
+    match obj.extract::<i128>() {
+        Ok(n) if (0..=u64::MAX as i128).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(config_error(format!("{name} must be >= 0, got {n}"))),
+        Err(_) => Err(type_error(format!(
+            "{name} must be an int or a size string such as \"64MB\", not {}",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
+fn delta_of(delta: &Bound<'_, PyAny>) -> PyResult<u64> {
+    match delta.extract::<i128>() {
+        Ok(d) if (0..=u64::MAX as i128).contains(&d) => Ok(d as u64),
+        Ok(d) => Err(to_py(CoreError::BadArgument(format!(
+            "delta must be between 0 and 2**64-1, got {d}"
+        )))),
+        Err(_) => Err(type_error("delta must be an int".into())),
+    }
+}
+
+impl PyCache {
+    #[inline]
+    fn open(&self) -> PyResult<&Cache> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(to_py(CoreError::Closed));
+        }
+        Ok(&self.core)
+    }
+
+    /// The bytes to store and their client flags.
+    fn encode(&self, value: &Bound<'_, PyAny>) -> PyResult<(Bytes, u32)> {
+        if let Ok(b) = value.cast::<PyBytes>() {
+            return Ok((Bytes::copy_from_slice(b.as_bytes()), 0));
+        }
+        if let Some(ser) = &self.serializer {
+            let out = ser.dumps.bind(value.py()).call1((value,))?;
+            let b = out
+                .cast::<PyBytes>()
+                .map_err(|_| type_error("the serializer's dumps() must return bytes".into()))?;
+            return Ok((Bytes::copy_from_slice(b.as_bytes()), FLAG_SERIALIZED));
+        }
+        if let Ok(b) = value.cast::<PyByteArray>() {
+            return Ok((Bytes::from(b.to_vec()), 0));
+        }
+        Err(type_error(format!(
+            "values must be bytes, not {}; pass serializer=pickle (or json) to store other objects",
+            value.get_type().name()?
+        )))
+    }
+
+    fn decode<'py>(&self, raw: Bound<'py, PyBytes>, flags: u32) -> PyResult<Bound<'py, PyAny>> {
+        match &self.serializer {
+            Some(ser) if flags & FLAG_SERIALIZED != 0 => ser.loads.bind(raw.py()).call1((raw,)),
+            _ => Ok(raw.into_any()),
+        }
+    }
+
+    /// A read under the shard lock: copies the value into a new `bytes` and returns its flags.
+    #[inline]
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, u32, u64)>> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        Ok(core.get_with(k, |e| (PyBytes::new(py, e.value), e.flags, e.cas)))
+    }
+
+    fn store(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        mode: StoreMode,
+    ) -> PyResult<StoreOutcome> {
+        let core = self.open()?;
+        let (k, text) = key_of(key)?;
+        let (v, flags) = self.encode(value)?;
+        let ttl = ttl_of(ttl)?;
+        let out = core
+            .store_keyed(k, text, v, flags, ttl, mode)
+            .map_err(to_py)?;
+        if out == StoreOutcome::TooLarge {
+            return Err(to_py(CoreError::TooLarge(format!(
+                "the item for key {} does not fit in one shard's memory budget; raise max_memory \
+                 or lower shards",
+                key.repr()?
+            ))));
+        }
+        Ok(out)
+    }
+
+    fn delta(&self, key: &Bound<'_, PyAny>, d: Delta) -> PyResult<Option<u64>> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        match core.delta(k, d) {
+            DeltaOutcome::Value(v, _) => Ok(Some(v)),
+            DeltaOutcome::NotFound => Ok(None),
+            DeltaOutcome::NonNumeric => Err(to_py(CoreError::NonNumeric)),
+        }
+    }
+}
+
+#[pymethods]
+impl PyCache {
+    #[new]
+    #[pyo3(signature = (
+        max_memory = None,
+        max_entries = None,
+        eviction = "s3fifo",
+        default_ttl = None,
+        max_ttl = None,
+        cleanup_interval = None,
+        shards = None,
+        max_key_length = LIBRARY_MAX_KEY_LEN,
+        serializer = None,
+        clock = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_memory: Option<&Bound<'_, PyAny>>,
+        max_entries: Option<&Bound<'_, PyAny>>,
+        eviction: &str,
+        default_ttl: Option<&Bound<'_, PyAny>>,
+        max_ttl: Option<&Bound<'_, PyAny>>,
+        cleanup_interval: Option<&Bound<'_, PyAny>>,
+        shards: Option<usize>,
+        max_key_length: usize,
+        serializer: Option<&Bound<'_, PyAny>>,
+        clock: Option<PyRef<'_, PyManualClock>>,
+    ) -> PyResult<Self> {
+        let eviction: PolicyKind = eviction
+            .parse()
+            .map_err(|e: crate::cache::UnknownPolicy| config_error(format!("eviction: {e}")))?;
+        let config = CacheConfig {
+            max_memory: size_of_arg(max_memory, "max_memory", DEFAULT_MAX_MEMORY)?,
+            max_entries: size_of_arg(max_entries, "max_entries", 0)?,
+            eviction,
+            default_ttl_ms: duration_ms(default_ttl, "default_ttl")?,
+            max_ttl_ms: duration_ms(max_ttl, "max_ttl")?,
+            cleanup_interval_ms: match cleanup_interval {
+                Some(c) if !c.is_none() => duration_ms(Some(c), "cleanup_interval")?,
+                _ => 60_000,
+            },
+            shards: shards.unwrap_or(0),
+            max_key_len: max_key_length,
+        };
+        let serializer = match serializer.filter(|s| !s.is_none()) {
+            None => None,
+            Some(s) => {
+                let (Ok(dumps), Ok(loads)) = (s.getattr("dumps"), s.getattr("loads")) else {
+                    return Err(type_error(
+                        "serializer must have dumps() and loads(), like the pickle or json modules"
+                            .into(),
+                    ));
+                };
+                Some(Serializer {
+                    dumps: dumps.unbind(),
+                    loads: loads.unbind(),
+                })
+            }
+        };
+        let clock: Arc<dyn Clock> = match clock {
+            Some(c) => c.clock.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let core = Cache::with_clock(config, clock).map_err(to_py)?;
+        Ok(PyCache {
+            core: Arc::new(core),
+            serializer,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The value for `key`, or `default` on a miss.
+    #[pyo3(signature = (key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.fetch(py, key)? {
+            Some((raw, flags, _)) => self.decode(raw, flags),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.fetch(py, key)? {
+            Some((raw, flags, _)) => self.decode(raw, flags),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// `(value, cas_unique)` for `key`, or None; pass the unique to `cas()`.
+    fn gets<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        match self.fetch(py, key)? {
+            Some((raw, flags, cas)) => {
+                let v = self.decode(raw, flags)?;
+                Ok(Some(PyTuple::new(
+                    py,
+                    [v, cas.into_pyobject(py)?.into_any()],
+                )?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A dict of the keys that hit.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for key in keys.try_iter()? {
+            let key = key?;
+            if let Some((raw, flags, _)) = self.fetch(py, &key)? {
+                out.set_item(&key, self.decode(raw, flags)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores `value`; `ttl` in seconds (None = the default TTL, 0 = never).
+    #[pyo3(signature = (key, value, ttl = None))]
+    fn set(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.store(key, value, ttl, StoreMode::Set).map(|_| ())
+    }
+
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store(key, value, None, StoreMode::Set).map(|_| ())
+    }
+
+    /// The original RatMemCache's name for `set(key, value, ttl)`.
+    fn set_with_ttl(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.store(key, value, Some(ttl), StoreMode::Set)
+            .map(|_| ())
+    }
+
+    #[pyo3(signature = (mapping, ttl = None))]
+    fn set_many(&self, mapping: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let items = if let Ok(d) = mapping.cast::<PyDict>() {
+            d.items().into_any()
+        } else {
+            mapping.call_method0("items")?
+        };
+        for pair in items.try_iter()? {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+            self.store(&k, &v, ttl, StoreMode::Set)?;
+        }
+        Ok(())
+    }
+
+    /// Stores only if `key` is absent; True if stored.
+    #[pyo3(signature = (key, value, ttl = None))]
+    fn add(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        Ok(matches!(
+            self.store(key, value, ttl, StoreMode::Add)?,
+            StoreOutcome::Stored(_)
+        ))
+    }
+
+    /// Stores only if `key` is present; True if stored.
+    #[pyo3(signature = (key, value, ttl = None))]
+    fn replace(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        Ok(matches!(
+            self.store(key, value, ttl, StoreMode::Replace)?,
+            StoreOutcome::Stored(_)
+        ))
+    }
+
+    /// Appends bytes to an existing value; True if the key existed.
+    fn append(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyBytes>) -> PyResult<bool> {
+        Ok(matches!(
+            self.store(key, value.as_any(), None, StoreMode::Append)?,
+            StoreOutcome::Stored(_)
+        ))
+    }
+
+    /// Prepends bytes to an existing value; True if the key existed.
+    fn prepend(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyBytes>) -> PyResult<bool> {
+        Ok(matches!(
+            self.store(key, value.as_any(), None, StoreMode::Prepend)?,
+            StoreOutcome::Stored(_)
+        ))
+    }
+
+    /// Stores only if the entry's CAS unique (from `gets`) is still `cas_unique`.
+    #[pyo3(signature = (key, value, cas_unique, ttl = None))]
+    fn cas(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        cas_unique: u64,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        Ok(matches!(
+            self.store(key, value, ttl, StoreMode::Cas(cas_unique))?,
+            StoreOutcome::Stored(_)
+        ))
+    }
+
+    /// Adds `delta` to a decimal value (wrapping at 2**64); the new value, or None if absent.
+    #[pyo3(signature = (key, delta = None))]
+    fn incr(
+        &self,
+        key: &Bound<'_, PyAny>,
+        delta: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        let d = delta.map(delta_of).transpose()?.unwrap_or(1);
+        self.delta(key, Delta::Incr(d))
+    }
+
+    /// Subtracts `delta` from a decimal value (stopping at 0); the new value, or None if absent.
+    #[pyo3(signature = (key, delta = None))]
+    fn decr(
+        &self,
+        key: &Bound<'_, PyAny>,
+        delta: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        let d = delta.map(delta_of).transpose()?.unwrap_or(1);
+        self.delta(key, Delta::Decr(d))
+    }
+
+    /// Sets a new TTL on a live entry; True if it existed.
+    #[pyo3(signature = (key, ttl = None))]
+    fn touch(&self, key: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        Ok(core.touch(k, ttl_of(ttl)?).is_some())
+    }
+
+    /// Seconds until `key` expires: None if absent, `inf` if it never expires.
+    fn ttl(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        Ok(core.peek(k).map(|i| match i.expires_at {
+            0 => f64::INFINITY,
+            t => t.saturating_sub(core.now_ms()) as f64 / 1000.0,
+        }))
+    }
+
+    /// Removes `key`; True if it was present.
+    fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        Ok(core.delete(k))
+    }
+
+    fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.delete(key)? {
+            Ok(())
+        } else {
+            Err(PyKeyError::new_err(key.clone().unbind()))
+        }
+    }
+
+    /// True if a live entry exists; not counted as a read.
+    fn contains_key(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let core = self.open()?;
+        let (k, _) = key_of(key)?;
+        Ok(core.contains(k))
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.contains_key(key)
+    }
+
+    /// The live keys, as `str` where they were set as `str`, else `bytes`.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let core = self.open()?;
+        Ok(core
+            .keys()
+            .into_iter()
+            .map(|(k, text)| match std::str::from_utf8(&k) {
+                Ok(s) if text => PyString::new(py, s).into_any(),
+                _ => PyBytes::new(py, &k).into_any(),
+            })
+            .collect())
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let keys = self.keys(py)?;
+        pyo3::types::PyList::new(py, keys)?
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.open()?.len() as usize)
+    }
+
+    /// Removes every entry (counters are kept).
+    fn clear(&self) -> PyResult<()> {
+        self.open()?.clear();
+        Ok(())
+    }
+
+    /// Reclaims expired entries now; returns how many.
+    fn sweep_expired(&self) -> PyResult<usize> {
+        Ok(self.open()?.sweep_expired())
+    }
+
+    /// Counters and sizes. memcached's names (`get_hits`, `curr_items`, ...) plus short aliases.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.core.stats();
+        let c = s.counters;
+        let d = PyDict::new(py);
+        let gets = s.gets();
+        for (k, v) in [
+            ("gets", gets),
+            ("hits", c.get_hits),
+            ("misses", c.get_misses),
+            ("sets", c.cmd_set),
+            ("evictions", c.evictions),
+            ("expirations", c.expirations),
+            ("curr_items", s.curr_items),
+            ("bytes", s.bytes),
+            ("payload_bytes", s.payload_bytes),
+            ("limit_maxbytes", s.limit_maxbytes),
+            ("limit_entries", s.limit_entries),
+            ("shards", s.shards),
+            ("cmd_get", gets),
+            ("get_hits", c.get_hits),
+            ("get_misses", c.get_misses),
+            ("get_expired", c.get_expired),
+            ("cmd_set", c.cmd_set),
+            ("total_items", c.total_items),
+            ("delete_hits", c.delete_hits),
+            ("delete_misses", c.delete_misses),
+            ("incr_hits", c.incr_hits),
+            ("incr_misses", c.incr_misses),
+            ("decr_hits", c.decr_hits),
+            ("decr_misses", c.decr_misses),
+            ("cas_hits", c.cas_hits),
+            ("cas_misses", c.cas_misses),
+            ("cas_badval", c.cas_badval),
+            ("touch_hits", c.touch_hits),
+            ("touch_misses", c.touch_misses),
+        ] {
+            d.set_item(k, v)?;
+        }
+        d.set_item(
+            "hit_ratio",
+            if gets == 0 {
+                0.0
+            } else {
+                c.get_hits as f64 / gets as f64
+            },
+        )?;
+        d.set_item("eviction", self.core.config().eviction.name())?;
+        Ok(d)
+    }
+
+    /// The eviction policy's canonical name.
+    #[getter]
+    fn eviction(&self) -> &'static str {
+        self.core.config().eviction.name()
+    }
+
+    #[getter]
+    fn max_memory(&self) -> u64 {
+        self.core.config().max_memory
+    }
+
+    #[getter]
+    fn max_entries(&self) -> u64 {
+        self.core.config().max_entries
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Raises AssertionError if an internal invariant is broken (for tests).
+    fn check_invariants(&self) -> PyResult<()> {
+        self.core
+            .validate()
+            .map_err(pyo3::exceptions::PyAssertionError::new_err)
+    }
+
+    /// Stops background work and closes the cache; later calls raise CacheClosedError.
+    fn shutdown(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.core.stop_background();
+    }
+
+    /// Same as `shutdown()`.
+    fn close(&self) {
+        self.shutdown();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.shutdown();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.core.config();
+        format!(
+            "Cache(eviction={:?}, max_memory={}, max_entries={}, len={}{})",
+            c.eviction.name(),
+            c.max_memory,
+            c.max_entries,
+            self.core.len(),
+            if self.closed.load(Ordering::Relaxed) {
+                ", closed"
+            } else {
+                ""
+            }
+        )
+    }
+}
