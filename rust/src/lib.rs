@@ -14,6 +14,7 @@
 //! read-only config and the clock.
 
 pub mod cache;
+pub mod engine;
 pub mod error;
 pub mod protocol;
 

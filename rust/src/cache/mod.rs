@@ -388,6 +388,13 @@ impl Cache {
         }
     }
 
+    /// Zeroes the counters (memcached's `stats reset`).
+    pub fn reset_counters(&self) {
+        for p in self.inner.shards.iter() {
+            p.0.lock().reset_counters();
+        }
+    }
+
     /// Entries currently held (expired ones not yet reclaimed included).
     pub fn len(&self) -> u64 {
         self.inner.shards.iter().map(|p| p.0.lock().len()).sum()

@@ -470,6 +470,10 @@ impl Shard {
         DeltaOutcome::Value(new, cas)
     }
 
+    pub(crate) fn reset_counters(&mut self) {
+        self.counters = Counters::default();
+    }
+
     /// Drops everything; returns the entries so they are freed outside the lock.
     pub(crate) fn clear(&mut self) -> Vec<Option<Entry>> {
         let old = std::mem::take(&mut self.slots);

@@ -31,7 +31,7 @@ struct Serializer {
 
 #[pyclass(module = "ratmemcache._core", name = "Cache", frozen, subclass)]
 pub(crate) struct PyCache {
-    core: Arc<Cache>,
+    pub(crate) core: Arc<Cache>,
     serializer: Option<Serializer>,
     closed: AtomicBool,
 }
