@@ -23,8 +23,23 @@ def test_module_exports() -> None:
     assert ratmemcache.FLAG_SERIALIZED == 1
     assert isinstance(ratmemcache.ENTRY_OVERHEAD, int) and ratmemcache.ENTRY_OVERHEAD > 0
     assert isinstance(ratmemcache.__version__, str) and ratmemcache.__version__
-    for name in ratmemcache.__all__:
+    library_names = [
+        "ENTRY_OVERHEAD",
+        "FLAG_SERIALIZED",
+        "POLICIES",
+        "Cache",
+        "CacheClosedError",
+        "ConfigError",
+        "ManualClock",
+        "PersistenceError",
+        "RatMemCacheError",
+        "__version__",
+        "cached",
+    ]
+    for name in library_names:
+        assert name in ratmemcache.__all__, name
         assert hasattr(ratmemcache, name), name
+    assert ratmemcache.cached is ratmemcache.decorators.cached
 
 
 def test_error_hierarchy() -> None:
@@ -875,7 +890,7 @@ def test_iteration_is_over_a_snapshot(cache: Cache) -> None:
         cache.delete(k)
         cache.set(f"new-{k}", b"v")
     assert len(cache) == 20
-    assert all(k.startswith("new-") for k in cache.keys())  # type: ignore[union-attr]
+    assert all(k.startswith("new-") for k in list(cache))  # type: ignore[union-attr]
 
 
 def test_clear(cache: Cache) -> None:

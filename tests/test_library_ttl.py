@@ -39,7 +39,7 @@ def test_expiry_boundary_is_exact(cache: Cache, clock: ManualClock) -> None:
         lambda c: c.ttl("k") and b"v",
         lambda c: b"v" if "k" in c else None,
         lambda c: b"v" if c.contains_key("k") else None,
-        lambda c: b"v" if "k" in c.keys() else None,
+        lambda c: b"v" if c.keys() == ["k"] else None,
         lambda c: b"v" if "k" in list(c) else None,
     ],
     ids=["get", "get_many", "gets", "ttl", "in", "contains_key", "keys", "iter"],

@@ -12,6 +12,8 @@ The same core backs the ``ratmemcached`` server.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ratmemcache._core import (
     ENTRY_OVERHEAD,
     FLAG_SERIALIZED,
@@ -23,16 +25,44 @@ from ratmemcache._core import (
 from ratmemcache.decorators import cached
 from ratmemcache.errors import CacheClosedError, ConfigError, PersistenceError, RatMemCacheError
 
+if TYPE_CHECKING:
+    from ratmemcache.config import Config, load_config
+    from ratmemcache.server import Server, serve
+
 __all__ = [
     "ENTRY_OVERHEAD",
     "FLAG_SERIALIZED",
     "POLICIES",
     "Cache",
     "CacheClosedError",
+    "Config",
     "ConfigError",
     "ManualClock",
     "PersistenceError",
     "RatMemCacheError",
+    "Server",
     "__version__",
     "cached",
+    "load_config",
+    "serve",
 ]
+
+# The server side (anyio, tomlkit) is imported on first use, so `import ratmemcache` stays cheap
+# for library users who never run a server.
+_LAZY = {
+    "Config": "ratmemcache.config",
+    "load_config": "ratmemcache.config",
+    "Server": "ratmemcache.server",
+    "serve": "ratmemcache.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ratmemcache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,22 +1,403 @@
-"""The ``ratmemcached`` command."""
+"""The ``ratmemcached`` command: memcached's familiar flags plus the original RatMemCache's.
+
+With no arguments it serves on 127.0.0.1:11211 with the embedded defaults. Settings come from
+defaults, then ``--config FILE``, then flags (CLI > file > defaults). Startup problems (a bad
+config, a port in use) print ONE line on stderr and exit non-zero: 2 for a configuration error,
+1 when the server cannot start. A forced shutdown (a second signal) exits 1; a graceful one
+exits 0.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
 
-from ratmemcache import Cache, __version__
+from ratmemcache import __version__
+from ratmemcache.config import Config, load_config, parse_size, split_host_port
+from ratmemcache.errors import ConfigError
+
+__all__ = ["cli", "main"]
+
+PROG = "ratmemcached"
+
+# memcached -o options that tune its own slab allocator, LRU threads or extstore: accepted with a
+# warning, so an existing memcached command line keeps working.
+_MEMCACHED_ONLY_EXTENDED = {
+    "modern",
+    "no_modern",
+    "maxconns_fast",
+    "no_maxconns_fast",
+    "hashpower",
+    "tail_repair_time",
+    "lru_crawler",
+    "no_lru_crawler",
+    "lru_maintainer",
+    "no_lru_maintainer",
+    "lru_segmented",
+    "no_lru_segmented",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temporary_ttl",
+    "slab_reassign",
+    "slab_automove",
+    "slab_automove_ratio",
+    "slab_automove_window",
+    "slab_chunk_max",
+    "hash_algorithm",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "track_sizes",
+    "no_inline_ascii_resp",
+    "inline_ascii_resp",
+    "read_buf_mem_limit",
+    "no_hashexpand",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "resp_obj_mem_limit",
+}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="ratmemcached")
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"{PROG}: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _extended_overrides(items: tuple[str, ...], log: logging.Logger) -> dict[str, Any]:
+    """memcached's ``-o key=value,key2`` list; ``idle_timeout`` is the one that means something."""
+    out: dict[str, Any] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, _, value = part.partition("=")
+            key = key.strip()
+            if key == "idle_timeout":
+                if not value.strip().isdigit():
+                    _fail(f"-o idle_timeout: expected a whole number of seconds, got {value!r}")
+                out["server.idle_timeout|-o idle_timeout"] = int(value)
+            elif key in _MEMCACHED_ONLY_EXTENDED or key.startswith("ext_"):
+                log.warning("-o %s: a memcached tuning option with no effect here; ignored", key)
+            else:
+                _fail(f"-o {key}: unknown extended option (supported: idle_timeout)")
+    return out
+
+
+@contextlib.contextmanager
+def _held_records(name: str) -> Iterator[list[logging.LogRecord]]:
+    """Hold back the config loader's warnings until logging is set up, then replay them."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    logger = logging.getLogger(name)
+    handler = Hold(logging.DEBUG)
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield held
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+
+
+def _replay(records: list[logging.LogRecord]) -> None:
+    for r in records:
+        logging.getLogger(r.name).handle(r)
+
+
+def write_pid_file(path: Path, pid: int | None = None) -> None:
+    """Write the pid atomically: a reader never sees a partial file."""
+    pid = os.getpid() if pid is None else pid
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{pid}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: Path) -> None:
+    """Remove the pid file if it is still ours (a newer server may have replaced it)."""
+    try:
+        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _daemonize(ready_timeout: float = 60.0) -> int:
+    """Detach as POSIX daemons do (fork, setsid, fork). Returns, in the daemon, the fd on which
+    to report readiness ("OK") or the startup error line; the original process waits for that
+    report and exits 0 or 1, so ``--daemon`` fails loudly when the server can't start."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:  # the original process
+        os.close(w)
+        os.waitpid(pid, 0)
+        data = b""
+        while True:
+            ready, _, _ = select.select([r], [], [], ready_timeout)
+            if not ready:
+                _fail("the daemon did not report readiness in time", 1)
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(r)
+        text = data.decode("utf-8", "replace").strip()
+        if text == "OK":
+            sys.exit(0)
+        _fail(text or "the daemon exited during startup", 1)
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    return w
+
+
+def _absolute(config: Config) -> None:
+    """A daemon runs in /: make its paths absolute first."""
+    s, lg = config.server, config.logging
+    for obj, attr in ((s, "unix_socket"), (s, "pid_file"), (lg, "file")):
+        value = getattr(obj, attr)
+        if value:
+            setattr(obj, attr, str(Path(value).expanduser().absolute()))
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Settings: CLI flags override --config, which overrides the defaults. "
+    "See docs/configuration.md.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config file (RatMemCache's format; see examples/ratmemcached.toml).",
+)
+@click.option("--bind", help="Address to listen on: host or host:port (default 127.0.0.1:11211).")
+@click.option("-l", "--listen", help="Interface to listen on (memcached -l).")
+@click.option("-p", "--port", type=int, help="TCP port (default 11211; 0 picks a free one).")
+@click.option("-s", "--unix-socket", help="Also listen on this unix socket (POSIX).")
+@click.option(
+    "-m", "--memory-limit", help="Item memory in megabytes, like memcached (or a size: 1GB)."
+)
+@click.option("-c", "--conn-limit", type=int, help="Max simultaneous connections (default 1024).")
+@click.option("-t", "--threads", type=int, help="Worker threads (default 4).")
+@click.option("-I", "--max-item-size", help="Largest item, e.g. 1m (default), 2m, 128m.")
+@click.option("-U", "--udp-port", type=int, help="UDP port: only 0 (off) is supported.")
+@click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
+@click.option("-F", "--disable-flush-all", is_flag=True, help="Refuse flush_all.")
+@click.option("-A", "--enable-shutdown", is_flag=True, help='Accept the "shutdown" command.')
+@click.option(
+    "-o", "--extended", multiple=True, help="memcached extended options: idle_timeout=SECONDS."
+)
+@click.option("-v", "--verbose", count=True, help="-v: info logging; -vv: debug logging.")
+@click.option("-d", "--daemon", is_flag=True, help="Detach into the background (POSIX only).")
+@click.option(
+    "-P",
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the pid here (atomically); removed on exit.",
+)
+@click.option(
+    "--print-config", is_flag=True, help="Print the effective configuration as TOML and exit."
+)
+@click.version_option(
+    __version__, "-V", "--version", prog_name=PROG, message="%(prog)s %(version)s"
+)
+def cli(
+    config_path: Path | None,
+    bind: str | None,
+    listen: str | None,
+    port: int | None,
+    unix_socket: str | None,
+    memory_limit: str | None,
+    conn_limit: int | None,
+    threads: int | None,
+    max_item_size: str | None,
+    udp_port: int | None,
+    listen_backlog: int | None,
+    disable_flush_all: bool,
+    enable_shutdown: bool,
+    extended: tuple[str, ...],
+    verbose: int,
+    daemon: bool,
+    pid_file: Path | None,
+    print_config: bool,
+) -> None:
+    """ratmemcached: a memcached-compatible cache server with a Rust core."""
+    from ratmemcache import logsetup
+
+    if udp_port not in (None, 0):
+        _fail(
+            f"-U {udp_port}: UDP is not supported (memcached disables it by default too); use -U 0"
+        )
+    if daemon and sys.platform == "win32":
+        _fail("--daemon is POSIX-only; on Windows run ratmemcached as a service instead")
+
+    overrides: dict[str, Any] = {}
+    with _held_records("ratmemcache.config") as held:
+        try:
+            if bind is not None:
+                host, bind_port = split_host_port(bind, where="--bind")
+                if listen is not None and listen != host:
+                    _fail(f"--bind {bind} and -l {listen} disagree; give one of them")
+                overrides["server.bind|--bind"] = host
+                if bind_port is not None:
+                    if port is not None and port != bind_port:
+                        _fail(f"--bind {bind} and -p {port} give different ports; give one")
+                    overrides["server.port|--bind"] = bind_port
+            if listen is not None:
+                overrides["server.bind|-l/--listen"] = listen
+            if port is not None:
+                overrides["server.port|-p/--port"] = port
+            if unix_socket is not None:
+                overrides["server.unix_socket|-s/--unix-socket"] = unix_socket
+            if memory_limit is not None:
+                text = memory_limit.strip()
+                mb = int(text) * (1 << 20) if text.isdigit() else _size_flag(text, "-m")
+                overrides["l1.max_memory|-m/--memory-limit"] = mb
+            if conn_limit is not None:
+                overrides["server.max_connections|-c/--conn-limit"] = conn_limit
+            if threads is not None:
+                overrides["performance.worker_threads|-t/--threads"] = threads
+            if max_item_size is not None:
+                overrides["server.max_item_size|-I/--max-item-size"] = _size_flag(
+                    max_item_size, "-I"
+                )
+            if listen_backlog is not None:
+                overrides["server.backlog|-b/--listen-backlog"] = listen_backlog
+            if disable_flush_all:
+                overrides["server.allow_flush|-F"] = False
+            if enable_shutdown:
+                overrides["server.allow_shutdown|-A"] = True
+            if pid_file is not None:
+                overrides["server.pid_file|--pid-file"] = str(pid_file)
+            overrides.update(_extended_overrides(extended, logging.getLogger("ratmemcache.config")))
+            if verbose:
+                overrides["logging.enable_logging|-v"] = True
+            config = load_config(config_path, overrides)
+        except ConfigError as e:
+            _fail(str(e))
+    _apply_verbosity(config, verbose)
+
+    # Foreground logging first (synchronous: a queue thread would not survive --daemon's fork).
+    try:
+        logsetup.configure(
+            dataclasses.replace(config.logging, enable_async=False, file=None)
+            if daemon
+            else config.logging,
+            verbosity=verbose,
+        )
+    except ConfigError as e:
+        _fail(str(e))
+    _replay(held)
+
+    if print_config:
+        click.echo(config.to_toml(), nl=False)
+        return
+    try:
+        config.check_available()
+    except ConfigError as e:
+        _fail(str(e))
+
+    sys.exit(_serve(config, daemon=daemon, verbosity=verbose))
+
+
+def _apply_verbosity(config: Config, verbose: int) -> None:
+    """memcached's -v/-vv: at least info, at least debug (never quieter than the file says)."""
+    from ratmemcache.logsetup import level_number
+
+    if not verbose:
+        return
+    wanted = "debug" if verbose >= 2 else "info"
+    if level_number(wanted) < level_number(config.logging.level):
+        config.logging.level = wanted
+
+
+def _size_flag(text: str, flag: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise ConfigError(f"{flag} {text}: {e}") from None
+
+
+def _serve(config: Config, *, daemon: bool, verbosity: int) -> int:
+    from ratmemcache import logsetup
+    from ratmemcache.server import ServerStartError, run
+
+    ready_fd: int | None = None
+    if daemon:
+        _absolute(config)
+    pid_path = Path(config.server.pid_file) if config.server.pid_file else None
+
+    def on_started(_server: object) -> None:
+        nonlocal ready_fd
+        if pid_path is not None:
+            try:
+                write_pid_file(pid_path)
+            except OSError as e:
+                raise ServerStartError(
+                    f"cannot write the pid file {pid_path}: {e.strerror or e}"
+                ) from None
+        if ready_fd is not None:
+            os.write(ready_fd, b"OK\n")
+            os.close(ready_fd)
+            ready_fd = None
+
+    try:
+        if daemon:
+            ready_fd = _daemonize()
+            logsetup.configure(config.logging, verbosity=verbosity)
+        return run(config, on_started=on_started)
+    except (ConfigError, ServerStartError) as e:
+        if ready_fd is not None:
+            os.write(ready_fd, str(e).encode())
+            os.close(ready_fd)
+            ready_fd = None
+            return 1
+        _fail(str(e), 2 if isinstance(e, ConfigError) else 1)
+    except KeyboardInterrupt:  # before the loop installed its handlers
+        return 130
+    finally:
+        if pid_path is not None:
+            remove_pid_file(pid_path)
+        logsetup.shutdown()
+
+
 def main() -> None:
-    """ratmemcached: the memcached-compatible server (the network server is not built yet;
-    this runs a short demonstration of the in-process cache that it will serve)."""
-    cache = Cache(max_memory="64MB", eviction="s3fifo")
-    cache.set("greeting", b"hello from ratmemcache")
-    click.echo(f"ratmemcache {__version__}: {cache!r}")
-    click.echo(f"get('greeting') -> {cache.get('greeting')!r}")
-    click.echo(f"stats: hits={cache.stats()['hits']} curr_items={cache.stats()['curr_items']}")
+    """Console-script entry point: click's usage errors become one line too, like ours."""
+    try:
+        rv = cli.main(prog_name=PROG, standalone_mode=False)
+    except click.UsageError as e:
+        _fail(f"{e.format_message()} (see {PROG} --help)", 2)
+    except click.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

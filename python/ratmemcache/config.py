@@ -9,9 +9,10 @@ Why it looks like this:
   the server silently ignoring it or refusing to start.
 * Every other unknown key, or a value of the wrong type, is a :class:`ConfigError` whose message
   names the table, the key and what was expected. A typo must never turn into a default.
-* The schema is data: each setting is a dataclass field with a :class:`Spec` in its metadata, and one
-  generic loader reads, coerces, prints (``to_toml``) and documents them. A new table (``[tls]``,
-  ``[auth]``, ``[admin]`` later) is one more dataclass and one more field on :class:`Config`.
+* The schema is data: each setting is a dataclass field with a :class:`Spec` in its metadata,
+  and one generic loader reads, coerces, prints (``to_toml``) and documents them. A new table
+  (``[tls]``, ``[auth]``, ``[admin]`` later) is one more dataclass and one more field on
+  :class:`Config`.
 * Rust never parses TOML: :func:`build_cache` and :func:`build_engine` hand the validated values to
   the core once.
 
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine
 
 __all__ = [
-    "Config",
     "CompressionConfig",
+    "Config",
     "L1Config",
     "L2Config",
     "LoggingConfig",
@@ -101,7 +102,9 @@ def parse_size(text: str) -> int:
     """
     m = _SIZE_RE.match(text)
     if m is None:
-        raise ValueError(f"{text!r} is not a size: expected a number with an optional unit, e.g. 64MB")
+        raise ValueError(
+            f"{text!r} is not a size: expected a number with an optional unit, e.g. 64MB"
+        )
     num, unit = m.group(1).replace("_", ""), m.group(2).lower()
     if unit not in _SIZE_UNITS:
         raise ValueError(f"{text!r} is not a size: unknown unit {unit!r} (use B, KB, MB, GB or TB)")
@@ -125,7 +128,15 @@ def format_size(n: int) -> str | int:
     return n
 
 
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = {
+    "": 1.0,
+    "s": 1.0,
+    "ms": 0.001,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 
 
@@ -134,7 +145,9 @@ def parse_duration(text: str) -> float:
     m = _DURATION_RE.match(text)
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _DURATION_UNITS:
-        raise ValueError(f"{text!r} is not a duration: use seconds, or a number with ms, s, m, h or d")
+        raise ValueError(
+            f"{text!r} is not a duration: use seconds, or a number with ms, s, m, h or d"
+        )
     return float(m.group(1)) * _DURATION_UNITS[unit]
 
 
@@ -282,7 +295,10 @@ class ServerConfig(Section):
         minimum=0,
     )
     backlog: int = setting(
-        1024, "int", "Listen backlog (memcached -b): pending connections the kernel queues.", minimum=1
+        1024,
+        "int",
+        "Listen backlog (memcached -b): pending connections the kernel queues.",
+        minimum=1,
     )
     engine: str = setting(
         "anyio",
@@ -290,9 +306,7 @@ class ServerConfig(Section):
         'The I/O engine. "anyio" (Python, uvloop when installed) is the one in this build.',
         choices=ENGINE_CHOICES,
     )
-    allow_flush: bool = setting(
-        True, "bool", "Accept flush_all (memcached -F turns it off)."
-    )
+    allow_flush: bool = setting(True, "bool", "Accept flush_all (memcached -F turns it off).")
     allow_shutdown: bool = setting(
         False, "bool", 'Accept the "shutdown" command (memcached -A turns it on).'
     )
@@ -597,7 +611,7 @@ class Config:
 
     def section(self, table: str) -> Section:
         for s in self.sections():
-            if s.TABLE == table:
+            if table == s.TABLE:
                 return s
         raise KeyError(table)
 
@@ -787,7 +801,9 @@ class _Builder:
 
 def _unknown_key_hint(table: str, key: str, specs: Mapping[str, Spec]) -> str:
     known = sorted(
-        set(specs) | {k for (t, k) in ALIASES if t == table} | {k for (t, k) in ORIGINAL_ONLY if t == table}
+        set(specs)
+        | {k for (t, k) in ALIASES if t == table}
+        | {k for (t, k) in ORIGINAL_ONLY if t == table}
     )
     close = difflib.get_close_matches(key, known, n=1)
     hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(sorted(specs))}"
@@ -908,7 +924,7 @@ def load_config(
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
-    """Set ``"table.key"`` values (validated, aliases allowed); later entries win. Returns config."""
+    """Set ``"table.key"`` values (validated, aliases allowed); later entries win."""
     builder = _Builder(config, "<overrides>")
     for dotted, value in overrides.items():
         name, _, label = dotted.partition("|")

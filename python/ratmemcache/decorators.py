@@ -6,6 +6,7 @@ serializer (``pickle`` by default), so any picklable result, ``None`` included, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -63,7 +64,9 @@ def cached(
             return True, serializer.loads(raw)
 
         def remember(k: str | bytes, result: Any) -> None:
-            cache.set(k, serializer.dumps(result), ttl)
+            # Too large for the cache: like cachetools, return the result uncached.
+            with contextlib.suppress(ValueError):
+                cache.set(k, serializer.dumps(result), ttl)
 
         wrapper: Callable[..., Any]
         if inspect.iscoroutinefunction(func):
@@ -96,9 +99,11 @@ def cached(
         def invalidate(*args: Any, **kwargs: Any) -> bool:
             return cache.delete(make_key(*args, **kwargs))
 
-        wrapper.cache = cache  # type: ignore[attr-defined]
-        wrapper.cache_key = make_key  # type: ignore[attr-defined]
-        wrapper.cache_invalidate = invalidate  # type: ignore[attr-defined]
+        # Introspection helpers, as cachetools offers them.
+        wrapper_any: Any = wrapper
+        wrapper_any.cache = cache
+        wrapper_any.cache_key = make_key
+        wrapper_any.cache_invalidate = invalidate
         return cast(F, wrapper)
 
     return decorate

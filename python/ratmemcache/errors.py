@@ -19,7 +19,7 @@ class RatMemCacheError(Exception):
 
 
 class ConfigError(RatMemCacheError, ValueError):
-    """A setting is invalid. The message names the setting (and the TOML table) and what it expects."""
+    """A setting is invalid; the message names it (and its TOML table) and what it expects."""
 
 
 class PersistenceError(RatMemCacheError, OSError):

@@ -49,7 +49,11 @@ fn parse(path: &Path) -> (Vec<Step>, usize) {
     let text = std::fs::read(path).unwrap();
     let text: String = text.iter().map(|&c| c as char).collect(); // latin-1
     let mut steps = Vec::new();
-    let mut cur = Step { send: vec![], expect: vec![], close: false };
+    let mut cur = Step {
+        send: vec![],
+        expect: vec![],
+        close: false,
+    };
     let mut max_item_size = ratmemcache::engine::DEFAULT_MAX_ITEM_SIZE;
     for line in text.split('\n') {
         if let Some(opts) = line.strip_prefix("#!") {
@@ -60,7 +64,14 @@ fn parse(path: &Path) -> (Vec<Step>, usize) {
             }
         } else if let Some(s) = line.strip_prefix("> ") {
             if !cur.expect.is_empty() || cur.close {
-                steps.push(std::mem::replace(&mut cur, Step { send: vec![], expect: vec![], close: false }));
+                steps.push(std::mem::replace(
+                    &mut cur,
+                    Step {
+                        send: vec![],
+                        expect: vec![],
+                        close: false,
+                    },
+                ));
             }
             cur.send.extend(unescape(s));
         } else if line.starts_with("< <CLOSED>") {
@@ -76,9 +87,19 @@ fn parse(path: &Path) -> (Vec<Step>, usize) {
 }
 
 fn session(max_item_size: usize) -> Session {
-    let cfg = CacheConfig { shards: 1, cleanup_interval_ms: 0, ..Default::default() };
+    let cfg = CacheConfig {
+        shards: 1,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
     let cache = Arc::new(Cache::new(cfg).unwrap());
-    let engine = Engine::new(cache, EngineConfig { max_item_size, ..Default::default() });
+    let engine = Engine::new(
+        cache,
+        EngineConfig {
+            max_item_size,
+            ..Default::default()
+        },
+    );
     Session::new(Arc::new(engine))
 }
 
@@ -95,7 +116,9 @@ fn transcripts() -> Vec<PathBuf> {
 }
 
 fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(400)]).escape_debug().to_string()
+    String::from_utf8_lossy(&b[..b.len().min(400)])
+        .escape_debug()
+        .to_string()
 }
 
 fn run(path: &Path, bytewise: bool) {

@@ -29,9 +29,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     parse_size, CacheConfig, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN, MEMCACHED_MAX_KEY_LEN,
 };
-pub use entry::{Item, ALLOC_OVERHEAD, ENTRY_OVERHEAD};
+pub use entry::{Item, ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD};
 pub use policy::{PolicyKind, UnknownPolicy};
-pub use shard::{Delta, DeltaOutcome, StoreMode, StoreOutcome};
+pub use shard::{
+    memcached_item_size, Delta, DeltaOutcome, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
+    StoreMode, StoreOpts, StoreOutcome,
+};
 pub use stats::{CacheStats, Counters};
 
 use crate::error::CoreError;
@@ -60,6 +63,27 @@ pub struct ItemRef<'a> {
     pub cas: u64,
     pub expires_at: u64,
     pub text_key: bool,
+}
+
+/// [`Cache::deadline`] for a given config.
+pub(crate) fn deadline_for(cfg: &CacheConfig, ttl: Ttl, now: u64) -> Option<u64> {
+    let after = |ms: u64| now.saturating_add(ms);
+    let d = match ttl {
+        Ttl::Default if cfg.default_ttl_ms == 0 => 0,
+        Ttl::Default => after(cfg.default_ttl_ms),
+        Ttl::Never => 0,
+        Ttl::After(ms) => after(ms),
+        Ttl::At(t) if t <= now => return None,
+        Ttl::At(t) => t,
+        Ttl::Expired => return None,
+    };
+    if cfg.max_ttl_ms > 0 {
+        let cap = after(cfg.max_ttl_ms);
+        if d == 0 || d > cap {
+            return Some(cap);
+        }
+    }
+    Some(d)
 }
 
 #[repr(align(128))]
@@ -218,24 +242,7 @@ impl Cache {
 
     /// Applies `default_ttl` and `max_ttl`. `Some(0)` means never; `None` means already expired.
     pub fn deadline(&self, ttl: Ttl, now: u64) -> Option<u64> {
-        let cfg = &self.inner.config;
-        let after = |ms: u64| now.saturating_add(ms);
-        let d = match ttl {
-            Ttl::Default if cfg.default_ttl_ms == 0 => 0,
-            Ttl::Default => after(cfg.default_ttl_ms),
-            Ttl::Never => 0,
-            Ttl::After(ms) => after(ms),
-            Ttl::At(t) if t <= now => return None,
-            Ttl::At(t) => t,
-            Ttl::Expired => return None,
-        };
-        if cfg.max_ttl_ms > 0 {
-            let cap = after(cfg.max_ttl_ms);
-            if d == 0 || d > cap {
-                return Some(cap);
-            }
-        }
-        Some(d)
+        deadline_for(&self.inner.config, ttl, now)
     }
 
     /// Rejects an empty key or one over `max_key_len`.
@@ -265,7 +272,7 @@ impl Cache {
                 flags: e.flags,
                 cas: e.cas,
                 expires_at: e.expires_at,
-                text_key: e.text_key,
+                text_key: e.text_key(),
             })
         })
     }
@@ -380,6 +387,191 @@ impl Cache {
         shard.lock().delta(h, key, delta, now)
     }
 
+    // Conditional writes: `check` sees the live entry under the shard lock and can refuse the
+    // write, so a compare (a CAS unique, a size) and the write it guards are one atomic step, as
+    // in memcached. With no live entry the write runs unchecked (and finds nothing). `None`
+    // means `check` refused.
+
+    /// `delete`, if `check` accepts the entry; `Some(whether something was deleted)` when it ran.
+    pub fn delete_if(&self, key: &[u8], check: impl FnOnce(&Item) -> bool) -> Option<bool> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let removed = {
+            let mut s = shard.lock();
+            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
+                return None;
+            }
+            s.delete(h, key, now)
+        };
+        Some(removed.is_some())
+    }
+
+    /// `delta`, if `check` accepts the entry.
+    pub fn delta_if(
+        &self,
+        key: &[u8],
+        delta: Delta,
+        check: impl FnOnce(&Item) -> bool,
+    ) -> Option<DeltaOutcome> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let mut s = shard.lock();
+        if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
+            return None;
+        }
+        Some(s.delta(h, key, delta, now))
+    }
+
+    /// `store`, if `check` accepts the entry (memcached's append with a CAS unique, say).
+    pub fn store_if(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+        check: impl FnOnce(&Item) -> bool,
+    ) -> Result<Option<StoreOutcome>, CoreError> {
+        self.check_key(key)?;
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl, now);
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = {
+            let mut s = shard.lock();
+            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
+                return Ok(None);
+            }
+            s.store(
+                h,
+                key,
+                value,
+                flags,
+                deadline,
+                mode,
+                false,
+                now,
+                &mut dropped,
+            )
+        };
+        drop(dropped);
+        Ok(Some(out))
+    }
+
+    // memcached's meta commands (mg, ms, md, ma, me): reads that report and change the per-item
+    // state (fetched, last access, stale, win token), and writes with the meta flags' rules.
+
+    /// A meta read (memcached's `mg`). On a hit, or after vivifying a miss (`opts.vivify`), `f`
+    /// sees the entry under the shard lock as it was before this request, and may set a TTL or
+    /// take the win token; afterwards the read counts as an access unless `bump` is off.
+    /// `None` on a miss.
+    pub fn get_meta<R>(
+        &self,
+        key: &[u8],
+        opts: MetaGetOpts,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = shard
+            .lock()
+            .get_meta(h, key, now, &opts, &self.inner.config, &mut dropped, f);
+        drop(dropped);
+        out
+    }
+
+    /// A live entry and its meta state, without counting a read or touching the eviction order
+    /// (memcached's `me`).
+    pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().peek_meta(h, key, now)
+    }
+
+    /// `store_keyed` with memcached's meta set rules (see [`StoreOpts`]).
+    pub fn store_with(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+        opts: StoreOpts,
+    ) -> Result<StoreOutcome, CoreError> {
+        self.check_key(key)?;
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl, now);
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = shard.lock().store_ext(
+            h,
+            key,
+            value,
+            flags,
+            deadline,
+            mode,
+            &opts,
+            now,
+            &mut dropped,
+        );
+        drop(dropped);
+        Ok(out)
+    }
+
+    /// A meta delete (memcached's `md`): refused with `Exists` unless the CAS unique is
+    /// `compare_cas` (when given). With `invalidate` the entry stays, marked stale with a new CAS
+    /// unique, and `ttl` (when given) becomes its lifetime.
+    pub fn delete_meta(
+        &self,
+        key: &[u8],
+        compare_cas: Option<u64>,
+        invalidate: bool,
+        ttl: Option<Ttl>,
+    ) -> MetaDeleteOutcome {
+        let now = self.now_ms();
+        let deadline = ttl.map(|t| self.deadline(t, now));
+        let (h, shard) = self.locate(key);
+        let (out, removed) =
+            shard
+                .lock()
+                .delete_meta(h, key, now, compare_cas, invalidate, deadline);
+        drop(removed);
+        out
+    }
+
+    /// Meta arithmetic (memcached's `ma`): incr/decr if the CAS unique is `compare_cas` (0 = no
+    /// check); on a miss with `vivify = Some(initial)` the entry is created holding `initial`.
+    /// `f` sees the updated entry and the resulting number under the shard lock, and may set a
+    /// TTL.
+    pub fn delta_meta<R>(
+        &self,
+        key: &[u8],
+        delta: Delta,
+        compare_cas: u64,
+        vivify: Option<u64>,
+        binary_key: bool,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> MetaDelta<R> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let out = shard.lock().delta_meta(
+            h,
+            key,
+            delta,
+            compare_cas,
+            vivify,
+            binary_key,
+            now,
+            &self.inner.config,
+            &mut dropped,
+            f,
+        );
+        drop(dropped);
+        out
+    }
+
     /// Removes every entry. Counters are kept, as memcached's `flush_all` keeps them.
     pub fn clear(&self) {
         for p in self.inner.shards.iter() {
@@ -410,7 +602,7 @@ impl Cache {
         let mut out = Vec::new();
         for p in self.inner.shards.iter() {
             p.0.lock()
-                .for_each_live(now, |e| out.push((e.key.clone(), e.text_key)));
+                .for_each_live(now, |e| out.push((e.key.clone(), e.text_key())));
         }
         out
     }
@@ -463,5 +655,7 @@ impl Cache {
     }
 }
 
+#[cfg(test)]
+mod meta_tests;
 #[cfg(test)]
 mod tests;

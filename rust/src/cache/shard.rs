@@ -6,9 +6,10 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::entry::{Entry, Item, ENTRY_OVERHEAD};
+use super::entry::{Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
 use super::policy::{EntryInfo, Policy, PolicyKind, RemoveReason};
 use super::stats::Counters;
+use super::{deadline_for, CacheConfig, Ttl};
 
 /// How a write treats an existing entry; memcached's storage commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,116 @@ pub enum DeltaOutcome {
     Value(u64, u64),
     NotFound,
     NonNumeric,
+}
+
+/// memcached's size of an item (`ITEM_ntotal`): its 48-byte header, an 8-byte CAS unique, the key
+/// and a NUL, the value and its `\r\n`, and 4 bytes for client flags when they are not 0.
+/// `item_size_ok` refuses an item when this exceeds the item size limit (`-I`).
+pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
+    48 + 8 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
+}
+
+/// Rules a store follows beyond its [`StoreMode`]; memcached's meta set (`ms`) flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOpts {
+    /// The Python library gave the key as `str`.
+    pub text_key: bool,
+    /// The key came base64-encoded (`ms ... b`): meta replies show it encoded.
+    pub binary_key: bool,
+    /// An append or prepend happens only if the entry's CAS unique is this; 0 means no check
+    /// (`ms ... MA C<cas>`). `StoreMode::Cas` carries its own unique.
+    pub compare_cas: u64,
+    /// A `StoreMode::Cas` whose unique is older (smaller) than the entry's stores the value
+    /// anyway, marked stale, keeping the entry's deadline and win state (`ms ... I C<cas>`).
+    pub invalidate: bool,
+    /// An append or prepend whose result exceeds this [`memcached_item_size`] is not stored, as
+    /// memcached refuses to allocate it; 0 means no limit.
+    pub max_item_size: usize,
+}
+
+/// What a meta read does besides reading (memcached's `mg` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaGetOpts {
+    /// Count the read as an access: mark the entry fetched, refresh its last-access time and
+    /// tell the eviction policy (`mg` without `u`).
+    pub bump: bool,
+    /// Count a hit as a touch rather than a get in the statistics (the request sets a TTL).
+    pub touch: bool,
+    /// On a miss, create an empty entry with flags 0 and no deadline (until the callback sets
+    /// one), as `mg ... N<ttl>` does.
+    pub vivify: bool,
+    /// A vivified entry's key came base64-encoded.
+    pub binary_key: bool,
+}
+
+/// A live entry as a meta callback sees it under the shard lock. The TTL and the win token are
+/// changed through it; the changes are applied when the callback returns.
+pub struct MetaEntry<'a> {
+    pub key: &'a [u8],
+    pub value: &'a Bytes,
+    pub flags: u32,
+    pub cas: u64,
+    /// The state before this request.
+    pub state: ItemState,
+    /// This request created the entry (vivify on a miss).
+    pub created: bool,
+    /// Count the request as an access when it ends; starts as the options say.
+    pub bump: bool,
+    expires_at: u64,
+    new_deadline: Option<Option<u64>>,
+    win: bool,
+    now_ms: u64,
+    cfg: &'a CacheConfig,
+}
+
+impl MetaEntry<'_> {
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The deadline in unix ms (0 = never), as changed by `set_ttl` so far.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// A `set_ttl` in this request expired the entry; it goes when the callback returns.
+    pub fn expired(&self) -> bool {
+        self.new_deadline == Some(None)
+    }
+
+    /// Gives the entry a new lifetime (`default_ttl` and `max_ttl` apply).
+    pub fn set_ttl(&mut self, ttl: Ttl) {
+        let d = deadline_for(self.cfg, ttl, self.now_ms);
+        self.new_deadline = Some(d);
+        self.expires_at = d.unwrap_or(0);
+    }
+
+    /// Hands this client the right to recache the entry: later readers see it was handed out.
+    pub fn take_win(&mut self) {
+        self.win = true;
+    }
+}
+
+/// Result of a meta arithmetic request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaDelta<R> {
+    /// Applied (or the entry was vivified); the callback's result.
+    Done(R),
+    NotFound,
+    NonNumeric,
+    /// The CAS unique did not match.
+    Exists,
+}
+
+/// Result of a meta delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaDeleteOutcome {
+    Deleted,
+    /// Marked stale instead of removed (`md ... I`).
+    Invalidated,
+    NotFound,
+    /// The CAS unique did not match.
+    Exists,
 }
 
 pub(crate) struct Shard {
@@ -204,8 +315,8 @@ impl Shard {
         value: Bytes,
         flags: u32,
         expires_at: u64,
-        text_key: bool,
-    ) -> u64 {
+        meta: EntryMeta,
+    ) -> (u32, u64) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -226,7 +337,7 @@ impl Shard {
             cas,
             expires_at,
             flags,
-            text_key,
+            meta,
         });
         let slots = &self.slots;
         self.table.insert_unique(hash, slot, |&s| {
@@ -234,11 +345,21 @@ impl Shard {
         });
         self.policy.insert(slot, EntryInfo { hash, expires_at });
         self.counters.total_items += 1;
-        cas
+        (slot, cas)
     }
 
     /// Replaces an existing entry's value and metadata in place, keeping its policy standing.
-    fn overwrite(&mut self, slot: u32, value: Bytes, flags: u32, expires_at: u64) -> u64 {
+    /// As memcached makes a new item, the entry's meta flags become `meta_flags` (the library's
+    /// `TEXT_KEY` is kept) and its last access is now.
+    fn overwrite(
+        &mut self,
+        slot: u32,
+        value: Bytes,
+        flags: u32,
+        expires_at: u64,
+        meta_flags: u32,
+        now: u64,
+    ) -> u64 {
         let cas = self.next_cas();
         let (old_len, key_len, old_exp, hash) = {
             let e = self.entry(slot);
@@ -250,6 +371,10 @@ impl Shard {
         e.flags = flags;
         e.expires_at = expires_at;
         e.cas = cas;
+        e.meta = EntryMeta::new(
+            (e.meta.flags() & EntryMeta::TEXT_KEY) | (meta_flags & !EntryMeta::TEXT_KEY),
+            now,
+        );
         self.bytes = self.bytes - self.charge(key_len, old_len) + self.charge(key_len, new_len);
         self.payload = self.payload - old_len as u64 + new_len as u64;
         self.policy.update(
@@ -279,8 +404,33 @@ impl Shard {
         now: u64,
         evicted: &mut Vec<Entry>,
     ) -> StoreOutcome {
+        let opts = StoreOpts {
+            text_key,
+            ..StoreOpts::default()
+        };
+        self.store_ext(
+            hash, key, value, flags, expires_at, mode, &opts, now, evicted,
+        )
+    }
+
+    /// `store` with memcached's meta set rules ([`StoreOpts`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn store_ext(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        flags: u32,
+        expires_at: Option<u64>,
+        mode: StoreMode,
+        opts: &StoreOpts,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> StoreOutcome {
         self.counters.cmd_set += 1;
         let existing = self.find_live(hash, key, now);
+        // memcached's CAS_STALE: an invalidating CAS store older than the entry still lands.
+        let mut stale = false;
         let value = match (existing, mode) {
             (Some(_), StoreMode::Add) => return StoreOutcome::NotStored,
             (None, StoreMode::Replace | StoreMode::Append | StoreMode::Prepend) => {
@@ -291,11 +441,26 @@ impl Shard {
                 return StoreOutcome::NotFound;
             }
             (Some(s), StoreMode::Cas(c)) if self.entry(s).cas != c => {
-                self.counters.cas_badval += 1;
-                return StoreOutcome::Exists;
+                if opts.invalidate && c != 0 && c < self.entry(s).cas {
+                    stale = true;
+                    value
+                } else {
+                    self.counters.cas_badval += 1;
+                    return StoreOutcome::Exists;
+                }
             }
             (Some(s), StoreMode::Append | StoreMode::Prepend) => {
-                let old = &self.entry(s).value;
+                let e = self.entry(s);
+                if opts.compare_cas != 0 && opts.compare_cas != e.cas {
+                    return StoreOutcome::Exists;
+                }
+                if opts.max_item_size != 0
+                    && memcached_item_size(key.len(), e.value.len() + value.len(), e.flags)
+                        > opts.max_item_size
+                {
+                    return StoreOutcome::NotStored;
+                }
+                let old = &e.value;
                 let mut v = Vec::with_capacity(old.len() + value.len());
                 if mode == StoreMode::Append {
                     v.extend_from_slice(old);
@@ -321,20 +486,28 @@ impl Shard {
             }
             return StoreOutcome::TooLarge;
         }
+        let binary = if opts.binary_key {
+            EntryMeta::BINARY_KEY
+        } else {
+            0
+        };
         match existing {
             Some(s) => {
-                let (flags, expires_at) = match mode {
-                    StoreMode::Append | StoreMode::Prepend => {
-                        let e = self.entry(s);
-                        (e.flags, Some(e.expires_at))
-                    }
-                    _ => (flags, expires_at),
+                let e = self.entry(s);
+                let (flags, expires_at, meta_flags) = match mode {
+                    StoreMode::Append | StoreMode::Prepend => (e.flags, Some(e.expires_at), binary),
+                    _ if stale => (
+                        flags,
+                        Some(e.expires_at),
+                        binary | EntryMeta::STALE | (e.meta.flags() & EntryMeta::WIN_SENT),
+                    ),
+                    _ => (flags, expires_at, binary),
                 };
                 let Some(deadline) = expires_at else {
                     evicted.push(self.remove_slot(s, RemoveReason::Deleted));
                     return StoreOutcome::Stored(self.next_cas());
                 };
-                let cas = self.overwrite(s, value, flags, deadline);
+                let cas = self.overwrite(s, value, flags, deadline, meta_flags, now);
                 self.make_room(0, 0, evicted);
                 StoreOutcome::Stored(cas)
             }
@@ -344,7 +517,13 @@ impl Shard {
                 };
                 let charge = self.charge(key.len(), value.len());
                 self.make_room(charge, 1, evicted);
-                let cas = self.insert_new(hash, key, value, flags, deadline, text_key);
+                let text = if opts.text_key {
+                    EntryMeta::TEXT_KEY
+                } else {
+                    0
+                };
+                let meta = EntryMeta::new(text | binary, now);
+                let (_, cas) = self.insert_new(hash, key, value, flags, deadline, meta);
                 self.sweep(now, 2, evicted);
                 StoreOutcome::Stored(cas)
             }
@@ -377,6 +556,7 @@ impl Shard {
         };
         self.counters.get_hits += 1;
         self.policy.touch(slot);
+        self.entry_mut(slot).meta.fetched_at(now);
         Some(f(self.entry(slot)))
     }
 
@@ -405,6 +585,8 @@ impl Shard {
             None => evicted.push(self.remove_slot(s, RemoveReason::Deleted)),
             Some(d) => {
                 let e = self.entry_mut(s);
+                // memcached's touch fetches the item with a bump: it counts as an access.
+                e.meta.fetched_at(now);
                 let old = EntryInfo {
                     hash: e.hash,
                     expires_at: e.expires_at,
@@ -441,17 +623,29 @@ impl Shard {
     pub(crate) fn delta(&mut self, hash: u64, key: &[u8], delta: Delta, now: u64) -> DeltaOutcome {
         self.counters.cmd_set += 1;
         let Some(s) = self.find_live(hash, key, now) else {
-            match delta {
-                Delta::Incr(_) => self.counters.incr_misses += 1,
-                Delta::Decr(_) => self.counters.decr_misses += 1,
-            }
+            self.count_delta_miss(delta);
             return DeltaOutcome::NotFound;
         };
+        match self.apply_delta(s, delta, now) {
+            Some((v, cas)) => DeltaOutcome::Value(v, cas),
+            None => DeltaOutcome::NonNumeric,
+        }
+    }
+
+    fn count_delta_miss(&mut self, delta: Delta) {
+        match delta {
+            Delta::Incr(_) => self.counters.incr_misses += 1,
+            Delta::Decr(_) => self.counters.decr_misses += 1,
+        }
+    }
+
+    /// incr/decr on the live entry in `slot`: the new number and CAS unique, or `None` when the
+    /// value is not a number. A result longer than the old value is a new item in memcached, so
+    /// it loses the fetched, stale and win marks; one that fits is rewritten in place.
+    fn apply_delta(&mut self, s: u32, delta: Delta, now: u64) -> Option<(u64, u64)> {
         let e = self.entry(s);
-        let (old_len, flags, exp) = (e.value.len(), e.flags, e.expires_at);
-        let Some(cur) = parse_decimal(&e.value) else {
-            return DeltaOutcome::NonNumeric;
-        };
+        let (old_len, flags, exp, meta) = (e.value.len(), e.flags, e.expires_at, e.meta);
+        let cur = parse_decimal(&e.value)?;
         let new = match delta {
             Delta::Incr(d) => {
                 self.counters.incr_hits += 1;
@@ -463,11 +657,260 @@ impl Shard {
             }
         };
         let mut digits = new.to_string().into_bytes();
+        let meta_flags = if digits.len() <= old_len {
+            meta.flags()
+        } else {
+            meta.flags() & EntryMeta::BINARY_KEY
+        };
         if digits.len() < old_len {
             digits.resize(old_len, b' ');
         }
-        let cas = self.overwrite(s, Bytes::from(digits), flags, exp);
-        DeltaOutcome::Value(new, cas)
+        let cas = self.overwrite(s, Bytes::from(digits), flags, exp, meta_flags, now);
+        Some((new, cas))
+    }
+
+    /// Applies the deadline change and win token a meta callback asked for, then the access.
+    fn finish_meta(
+        &mut self,
+        slot: u32,
+        new_deadline: Option<Option<u64>>,
+        win: bool,
+        bump: bool,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) {
+        if win {
+            self.entry_mut(slot).meta.set(EntryMeta::WIN_SENT, true);
+        }
+        if bump {
+            self.entry_mut(slot).meta.fetched_at(now);
+            self.policy.touch(slot);
+        }
+        match new_deadline {
+            None => {}
+            Some(None) => evicted.push(self.remove_slot(slot, RemoveReason::Deleted)),
+            Some(Some(d)) => self.set_deadline(slot, d),
+        }
+    }
+
+    fn set_deadline(&mut self, slot: u32, d: u64) {
+        let e = self.entry_mut(slot);
+        let (hash, old) = (e.hash, e.expires_at);
+        e.expires_at = d;
+        self.policy.update(
+            slot,
+            EntryInfo {
+                hash,
+                expires_at: old,
+            },
+            EntryInfo {
+                hash,
+                expires_at: d,
+            },
+        );
+    }
+
+    fn meta_entry<'a>(
+        &'a self,
+        slot: u32,
+        created: bool,
+        bump: bool,
+        now: u64,
+        cfg: &'a CacheConfig,
+    ) -> MetaEntry<'a> {
+        let e = self.entry(slot);
+        MetaEntry {
+            key: &e.key,
+            value: &e.value,
+            flags: e.flags,
+            cas: e.cas,
+            state: e.meta.state(now),
+            created,
+            bump,
+            expires_at: e.expires_at,
+            new_deadline: None,
+            win: false,
+            now_ms: now,
+            cfg,
+        }
+    }
+
+    /// Creates the empty or numeric entry a meta command vivifies on a miss: flags 0, no
+    /// deadline (the request sets one). `None` if it can never fit.
+    fn vivify(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        binary_key: bool,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> Option<u32> {
+        let charge = self.charge(key.len(), value.len());
+        if charge > self.limit_bytes {
+            return None;
+        }
+        self.make_room(charge, 1, evicted);
+        let bits = if binary_key { EntryMeta::BINARY_KEY } else { 0 };
+        let (slot, _) = self.insert_new(hash, key, value, 0, 0, EntryMeta::new(bits, now));
+        Some(slot)
+    }
+
+    /// memcached's meta get: `f` sees the entry as it was before this request and may set a TTL
+    /// or take the win token; then the read counts as an access unless `opts.bump` is off.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn get_meta<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        opts: &MetaGetOpts,
+        cfg: &CacheConfig,
+        evicted: &mut Vec<Entry>,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        let found = self.find(hash, key);
+        let live = match found {
+            Some(s) if self.entry(s).is_live(now) => Some(s),
+            Some(s) => {
+                evicted.push(self.remove_slot(s, RemoveReason::Deleted));
+                self.counters.expirations += 1;
+                self.counters.get_expired += 1;
+                None
+            }
+            None => None,
+        };
+        let (slot, created) = match live {
+            Some(s) => {
+                if opts.touch {
+                    self.counters.touch_hits += 1;
+                } else {
+                    self.counters.get_hits += 1;
+                }
+                (s, false)
+            }
+            None => {
+                // memcached counts a meta miss as a get miss even when it carries a TTL.
+                self.counters.get_misses += 1;
+                if !opts.vivify {
+                    return None;
+                }
+                let s = self.vivify(hash, key, Bytes::new(), opts.binary_key, now, evicted)?;
+                (s, true)
+            }
+        };
+        let mut me = self.meta_entry(slot, created, opts.bump, now, cfg);
+        let r = f(&mut me);
+        let (d, win, bump) = (me.new_deadline, me.win, me.bump);
+        self.finish_meta(slot, d, win, bump, now, evicted);
+        Some(r)
+    }
+
+    /// A read for memcached's `me`: the item and its meta state, without counting or bumping.
+    pub(crate) fn peek_meta(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+    ) -> Option<(Item, ItemState)> {
+        let s = self.find_live(hash, key, now)?;
+        let e = self.entry(s);
+        Some((item_of(e), e.meta.state(now)))
+    }
+
+    /// memcached's meta delete: refused on a CAS mismatch; with `invalidate` the entry is kept,
+    /// marked stale with a new CAS unique and its win token cleared, and `new_deadline` (if any)
+    /// applies (`None` inside expires it).
+    pub(crate) fn delete_meta(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        compare_cas: Option<u64>,
+        invalidate: bool,
+        new_deadline: Option<Option<u64>>,
+    ) -> (MetaDeleteOutcome, Option<Entry>) {
+        let Some(s) = self.find_live(hash, key, now) else {
+            self.counters.delete_misses += 1;
+            return (MetaDeleteOutcome::NotFound, None);
+        };
+        if compare_cas.is_some_and(|c| c != self.entry(s).cas) {
+            self.counters.delete_misses += 1;
+            return (MetaDeleteOutcome::Exists, None);
+        }
+        if !invalidate {
+            self.counters.delete_hits += 1;
+            return (
+                MetaDeleteOutcome::Deleted,
+                Some(self.remove_slot(s, RemoveReason::Deleted)),
+            );
+        }
+        let cas = self.next_cas();
+        let e = self.entry_mut(s);
+        e.cas = cas;
+        e.meta.set(EntryMeta::STALE, true);
+        e.meta.set(EntryMeta::WIN_SENT, false);
+        let gone = match new_deadline {
+            None => None,
+            Some(None) => Some(self.remove_slot(s, RemoveReason::Deleted)),
+            Some(Some(d)) => {
+                self.set_deadline(s, d);
+                None
+            }
+        };
+        (MetaDeleteOutcome::Invalidated, gone)
+    }
+
+    /// memcached's meta arithmetic. `compare_cas` (0 = none) must match; on a miss with
+    /// `vivify` set to `Some(initial)` the entry is created holding `initial` (not changed by
+    /// the delta). `f` sees the updated entry and the number, and may set a TTL.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn delta_meta<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        delta: Delta,
+        compare_cas: u64,
+        vivify: Option<u64>,
+        binary_key: bool,
+        now: u64,
+        cfg: &CacheConfig,
+        evicted: &mut Vec<Entry>,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> MetaDelta<R> {
+        self.counters.cmd_set += 1;
+        let (slot, number, created) = match self.find_live(hash, key, now) {
+            None => {
+                let Some(initial) = vivify else {
+                    self.count_delta_miss(delta);
+                    return MetaDelta::NotFound;
+                };
+                let value = Bytes::from(initial.to_string());
+                match self.vivify(hash, key, value, binary_key, now, evicted) {
+                    Some(s) => (s, initial, true),
+                    None => return MetaDelta::NotFound,
+                }
+            }
+            Some(s) => {
+                // memcached's order: an empty value is "non-numeric" before the CAS is compared.
+                let e = self.entry(s);
+                if e.value.is_empty() {
+                    return MetaDelta::NonNumeric;
+                }
+                if compare_cas != 0 && compare_cas != e.cas {
+                    return MetaDelta::Exists;
+                }
+                match self.apply_delta(s, delta, now) {
+                    Some((n, _)) => (s, n, false),
+                    None => return MetaDelta::NonNumeric,
+                }
+            }
+        };
+        let mut me = self.meta_entry(slot, created, false, now, cfg);
+        let r = f(&mut me, number);
+        let (d, win) = (me.new_deadline, me.win);
+        self.finish_meta(slot, d, win, false, now, evicted);
+        MetaDelta::Done(r)
     }
 
     pub(crate) fn reset_counters(&mut self) {

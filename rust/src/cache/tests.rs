@@ -350,7 +350,7 @@ fn background_sweeper_runs_and_stops() {
     }
     clock.advance(10);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c.len() > 0 && std::time::Instant::now() < deadline {
+    while !c.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(c.len(), 0);

@@ -133,10 +133,20 @@ impl PyCache {
         }
         if let Some(ser) = &self.serializer {
             let out = ser.dumps.bind(value.py()).call1((value,))?;
-            let b = out
-                .cast::<PyBytes>()
-                .map_err(|_| type_error("the serializer's dumps() must return bytes".into()))?;
-            return Ok((Bytes::copy_from_slice(b.as_bytes()), FLAG_SERIALIZED));
+            // pickle gives bytes; json gives str, stored as its UTF-8 (json.loads takes bytes).
+            if let Ok(b) = out.cast::<PyBytes>() {
+                return Ok((Bytes::copy_from_slice(b.as_bytes()), FLAG_SERIALIZED));
+            }
+            if let Ok(s) = out.cast::<PyString>() {
+                return Ok((
+                    Bytes::copy_from_slice(s.to_str()?.as_bytes()),
+                    FLAG_SERIALIZED,
+                ));
+            }
+            return Err(type_error(format!(
+                "the serializer's dumps() must return bytes or str, not {}",
+                out.get_type().name()?
+            )));
         }
         if let Ok(b) = value.cast::<PyByteArray>() {
             return Ok((Bytes::from(b.to_vec()), 0));
@@ -359,10 +369,13 @@ impl PyCache {
 
     #[pyo3(signature = (mapping, ttl = None))]
     fn set_many(&self, mapping: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        // A mapping, or any iterable of (key, value) pairs.
         let items = if let Ok(d) = mapping.cast::<PyDict>() {
             d.items().into_any()
-        } else {
+        } else if mapping.hasattr("items")? {
             mapping.call_method0("items")?
+        } else {
+            mapping.clone()
         };
         for pair in items.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;

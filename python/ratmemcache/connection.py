@@ -1,0 +1,210 @@
+"""One client connection of the anyio server: a byte pump around a Rust ``Session``.
+
+No protocol rule lives here. The loop is: read up to ``read_size`` bytes, make ONE ``feed()`` call,
+write the whole reply (every pipelined answer together) in ONE send, close when the session says
+so. That keeps the Python cost per read constant, however many requests the read carried.
+
+Two things keep one client from stalling the others:
+
+* A request that is still arriving in bulk (a multi-megabyte value: ``session.buffered`` is large),
+  or a client whose last reply was large, is fed from a worker thread (the Rust side releases the
+  GIL for large inputs), so copying the value never blocks the event loop.
+* ``send`` waits for the socket to drain before the next read: a client that pipelines requests
+  without reading its replies is not read from, so the server buffers at most one reply for it.
+
+The request path tests plain bools (``LogSwitches``) before any logging work, so with the optional
+logs off it makes no logging call at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from ratmemcache.logsetup import AUDIT_LOGGER, CACHE_LOGGER, PERF_LOGGER, LogSwitches
+
+if TYPE_CHECKING:
+    from ratmemcache._core import Session
+
+__all__ = ["ConnectionOptions", "ConnectionState", "run_connection"]
+
+audit_log = logging.getLogger(AUDIT_LOGGER)
+perf_log = logging.getLogger(PERF_LOGGER)
+cache_log = logging.getLogger(CACHE_LOGGER)
+
+#: A protocol call slower than this is reported by the performance log.
+SLOW_FEED_SECONDS = 0.010
+
+# What a peer that went away looks like, depending on when and how it left.
+_GONE = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """Per-server settings every connection reads (shared, immutable)."""
+
+    read_size: int = 64 * 1024
+    offload_threshold: int = 256 * 1024
+    idle_timeout: float = 0.0
+    #: How long a reply may take to send once shutdown has begun.
+    shutdown_grace: float = 5.0
+    switches: LogSwitches = field(default_factory=LogSwitches)
+    limiter: anyio.CapacityLimiter | None = None
+
+
+@dataclass(eq=False, slots=True)
+class ConnectionState:
+    """What the server needs to see of a live connection, to drain it at shutdown."""
+
+    id: int
+    peer: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: True while waiting for a new request with nothing half-received: safe to close.
+    idle: bool = True
+    #: Set by the server at shutdown: finish the request in hand, then close.
+    draining: bool = False
+    closed_because: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+async def run_connection(
+    stream: anyio.abc.ByteStream,
+    session: Session,
+    state: ConnectionState,
+    options: ConnectionOptions,
+    on_server_close: Callable[[], None] | None = None,
+) -> None:
+    """Serve one client until it leaves, the session closes it, it idles out, or shutdown.
+
+    ``on_server_close`` is called when the session asked to close (after ``quit``, a framing error
+    or a ``shutdown`` command) so the server can check whether a shutdown was requested.
+    """
+    feed = session.feed
+    receive = stream.receive
+    send = stream.send
+    read_size = options.read_size
+    offload = options.offload_threshold
+    idle_timeout = options.idle_timeout
+    sw = options.switches
+    buffered = 0  # what the session holds of an unfinished request, after the last feed
+    big_replies = False  # the last reply was large: this client moves big values
+    try:
+        with state.scope:
+            while True:
+                state.idle = buffered == 0
+                if state.draining and state.idle:
+                    state.closed_because = "shutdown"
+                    break
+                if idle_timeout > 0:
+                    with anyio.move_on_after(idle_timeout) as timer:
+                        data = await receive(read_size)
+                    if timer.cancelled_caught:
+                        state.closed_because = "idle timeout"
+                        break
+                else:
+                    data = await receive(read_size)
+                state.idle = False
+                state.bytes_in += len(data)
+
+                heavy = big_replies or buffered + len(data) >= offload
+                if state.draining:
+                    # Shutdown began while this request was arriving: finish it, within the grace,
+                    # even though the connection's scope may already be cancelled.
+                    close = True
+                    with (
+                        anyio.CancelScope(shield=True),
+                        anyio.move_on_after(options.shutdown_grace),
+                    ):
+                        close = await _exchange(stream, session, data, state, options, heavy)
+                    if close:
+                        state.closed_because = "shutdown"
+                        break
+                    buffered = session.buffered
+                    continue
+
+                t0 = time.perf_counter() if sw.perf else 0.0
+                if heavy:
+                    reply, close = await anyio.to_thread.run_sync(
+                        feed, data, limiter=options.limiter
+                    )
+                else:
+                    reply, close = feed(data)
+                if sw.perf:
+                    _report_slow(state, time.perf_counter() - t0, len(data), len(reply))
+                if sw.cache:
+                    cache_log.debug(
+                        "conn %d: %d bytes in, %d bytes out", state.id, len(data), len(reply)
+                    )
+                buffered = session.buffered
+                if reply:
+                    big_replies = len(reply) >= offload
+                    state.bytes_out += len(reply)
+                    await send(reply)
+                if close:
+                    state.closed_because = "closed by the protocol engine"
+                    if on_server_close is not None:
+                        on_server_close()
+                    break
+    except _GONE:
+        state.closed_because = state.closed_because or "client went away"
+    else:
+        if state.scope.cancelled_caught and not state.closed_because:
+            state.closed_because = "shutdown"
+    finally:
+        session.close()
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(*_GONE):
+                await stream.aclose()
+        if sw.audit:
+            audit_log.info(
+                "conn %d closed (%s): %d bytes in, %d bytes out",
+                state.id,
+                state.closed_because or "client went away",
+                state.bytes_in,
+                state.bytes_out,
+            )
+
+
+async def _exchange(
+    stream: anyio.abc.ByteStream,
+    session: Session,
+    data: bytes,
+    state: ConnectionState,
+    options: ConnectionOptions,
+    offload: bool,
+) -> bool:
+    """One feed and its send, used on the shutdown path. Returns the close flag."""
+    if offload:
+        reply, close = await anyio.to_thread.run_sync(session.feed, data, limiter=options.limiter)
+    else:
+        reply, close = session.feed(data)
+    if reply:
+        state.bytes_out += len(reply)
+        await stream.send(reply)
+    return close
+
+
+def _report_slow(state: ConnectionState, seconds: float, n_in: int, n_out: int) -> None:
+    if seconds >= SLOW_FEED_SECONDS:
+        perf_log.info(
+            "conn %d: slow request batch: %.1f ms for %d bytes in, %d bytes out",
+            state.id,
+            seconds * 1000,
+            n_in,
+            n_out,
+        )

@@ -1,0 +1,615 @@
+"""The anyio I/O engine of ``ratmemcached``: listeners, connection limits, shutdown.
+
+The server moves bytes and manages connections; the Rust ``Engine``/``Session`` do every protocol
+rule. Embedding is a first-class use: ``await ratmemcache.serve(cache, port=...)`` inside an anyio
+or asyncio app serves the app's own ``Cache`` object, which the app keeps using directly.
+
+Shutdown (SIGTERM, SIGINT, a ``shutdown`` command, or :meth:`Server.request_shutdown`):
+
+1. stop accepting and close the listeners;
+2. close idle connections at once; let each busy one finish the request in hand (and send its
+   reply), then close it;
+3. after ``[server] shutdown_grace`` seconds, close whatever is left;
+4. close the cache if the server created it (an embedding app's cache is left open).
+
+A second signal skips the grace period, and the process exits with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from ratmemcache.config import (
+    Config,
+    PerformanceConfig,
+    ServerConfig,
+    apply_overrides,
+    build_cache,
+    build_engine,
+    format_size,
+)
+from ratmemcache.connection import ConnectionOptions, ConnectionState, run_connection
+from ratmemcache.errors import ConfigError, RatMemCacheError
+from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
+
+if TYPE_CHECKING:
+    from ratmemcache._core import Cache, Engine
+
+__all__ = ["Server", "ServerStartError", "anyio_backend_options", "run", "serve"]
+
+log = logging.getLogger("ratmemcache.server")
+audit_log = logging.getLogger(AUDIT_LOGGER)
+perf_log = logging.getLogger(PERF_LOGGER)
+
+#: memcached's reply to a connection over the -c limit (it accepts, writes this, and closes).
+TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+#: How often the performance log reports throughput.
+PERF_REPORT_SECONDS = 60.0
+# Errors from accept() that mean "try again later", not "the listener is broken".
+_TRANSIENT_ACCEPT = {
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENOBUFS,
+    errno.ENOMEM,
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.EPERM,
+}
+
+
+class ServerStartError(RatMemCacheError, OSError):
+    """The server could not start (the port is in use, the socket path is taken, ...).
+
+    The message is one line meant for the operator; the CLI prints it as is.
+    """
+
+
+class Server:
+    """A memcached-protocol server over one :class:`Cache`.
+
+    ``Server(config)`` builds its own cache from ``[l1]``/``[ttl]``; ``Server(config, cache)``
+    serves an existing one (then ``[l1]``/``[ttl]`` are ignored and the cache is not closed at the
+    end). ``handle_signals`` installs SIGTERM/SIGINT handlers: for the CLI, not for an embedding app
+    that has its own.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        cache: Cache | None = None,
+        *,
+        handle_signals: bool = False,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        self._given_cache = cache
+        self._cache: Cache | None = cache
+        self._engine: Engine | None = None
+        self.handle_signals = handle_signals
+        self.switches = LogSwitches.from_config(self.config.logging)
+        self._conns: set[ConnectionState] = set()
+        self._next_id = 0
+        self._shutdown: anyio.Event | None = None
+        self._all_closed: anyio.Event | None = None
+        self._conn_scope: anyio.CancelScope | None = None
+        self.shutdown_reason = ""
+        self.forced = False
+        self._pending_signals: list[int] = []
+        #: (host, port) of every TCP listener, once started.
+        self.addresses: list[tuple[str, int]] = []
+        self.unix_socket: str | None = None
+
+    # -- read-only views ------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> Cache:
+        if self._cache is None:
+            raise RuntimeError("the server has not started yet")
+        return self._cache
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the server has not started yet")
+        return self._engine
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        if not self.addresses:
+            raise RuntimeError("the server has not started yet")
+        return self.addresses[0][1]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    # -- control --------------------------------------------------------------------------------
+
+    def request_shutdown(self, reason: str = "requested") -> None:
+        """Begin a graceful shutdown. Call from the event loop's thread."""
+        if self._shutdown is not None and not self._shutdown.is_set():
+            self.shutdown_reason = reason
+            self._shutdown.set()
+
+    def force_shutdown(self, reason: str = "forced") -> None:
+        """Close everything now, without the grace period."""
+        self.forced = True
+        self.request_shutdown(reason)
+        for c in list(self._conns):
+            c.scope.cancel()
+        if self._conn_scope is not None:
+            self._conn_scope.cancel()
+
+    # -- serving --------------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until shutdown. ``task_status.started(self)`` fires once listening, so
+        ``server = await task_group.start(server.serve)`` returns with :attr:`port` known.
+
+        Raises :class:`ConfigError` for settings this build can't honour and
+        :class:`ServerStartError` when it can't listen; both before anything is served.
+        """
+        cfg = self.config
+        cfg.check_available()
+        self._shutdown = anyio.Event()
+        self._all_closed = anyio.Event()
+        self._all_closed.set()
+        with contextlib.ExitStack() as stack:
+            # Signal handlers go in before the port opens: a client (or a test) that sees the
+            # port accept may signal us at once.
+            signals: AsyncIterator[int] | None = None
+            if self.handle_signals:
+                try:
+                    signals = stack.enter_context(
+                        anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+                    )
+                except NotImplementedError:  # Windows' asyncio loop: no signal handlers
+                    self._install_fallback_signals()
+            await self._serve(signals, task_status)
+
+    async def _serve(
+        self,
+        signals: AsyncIterator[int] | None,
+        task_status: anyio.abc.TaskStatus[Server],
+    ) -> None:
+        cfg = self.config
+        assert self._shutdown is not None
+        listeners = await self._open_listeners()
+        own_cache = self._given_cache is None
+        try:
+            if self._cache is None:
+                self._cache = build_cache(cfg)
+            self._engine = build_engine(cfg, self._cache, port=self.addresses[0][1])
+            self._log_startup()
+            options = ConnectionOptions(
+                read_size=cfg.performance.read_size,
+                offload_threshold=cfg.performance.offload_threshold,
+                idle_timeout=cfg.server.idle_timeout,
+                shutdown_grace=cfg.server.shutdown_grace,
+                switches=self.switches,
+                limiter=anyio.CapacityLimiter(cfg.performance.worker_threads),
+            )
+            async with anyio.create_task_group() as conn_tg:
+                self._conn_scope = conn_tg.cancel_scope
+                # These live in the connections' group: a second signal must still be heard
+                # while connections drain, after accepting has stopped.
+                if signals is not None:
+                    conn_tg.start_soon(self._watch_signals, signals)
+                elif self.handle_signals:
+                    conn_tg.start_soon(self._poll_signals)
+                if self.switches.perf:
+                    conn_tg.start_soon(self._report_perf)
+                async with anyio.create_task_group() as accept_tg:
+                    for listener in listeners:
+                        accept_tg.start_soon(self._accept_loop, listener, conn_tg, options)
+                    task_status.started(self)
+                    await self._shutdown.wait()
+                    accept_tg.cancel_scope.cancel()
+                await _close_all(listeners)
+                listeners = []
+                if self.switches.audit:
+                    audit_log.info(
+                        "shutting down (%s): stopped accepting; %d connection(s) open",
+                        self.shutdown_reason,
+                        len(self._conns),
+                    )
+                await self._drain()
+                conn_tg.cancel_scope.cancel()
+            if self.switches.audit:
+                audit_log.info("stopped")
+        finally:
+            await _close_all(listeners)
+            self._remove_unix_socket()
+            if own_cache and self._cache is not None:
+                # Ours to close (later: flushes the L2). An embedding app's cache stays open.
+                self._cache.close()
+
+    async def _open_listeners(self) -> list[anyio.abc.SocketListener]:
+        """The unix socket first, TCP last: once the TCP port accepts, every listener does
+        (clients and tests take an accepting port to mean "ready")."""
+        s = self.config.server
+        listeners: list[anyio.abc.SocketListener] = []
+        self.addresses = []
+        if s.unix_socket:
+            listeners.append(await self._open_unix(s.unix_socket))
+        try:
+            multi = await anyio.create_tcp_listener(
+                local_host=s.bind, local_port=s.port, backlog=s.backlog
+            )
+        except OSError as e:
+            await _close_all(listeners)
+            self._remove_unix_socket()
+            raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+        tcp: list[anyio.abc.SocketListener] = list(multi.listeners)  # type: ignore[arg-type]
+        for lst in tcp:
+            addr = lst.extra(SocketAttribute.local_address)
+            self.addresses.append((str(addr[0]), int(addr[1])))
+        return tcp + listeners
+
+    async def _open_unix(self, path: str) -> anyio.abc.SocketListener:
+        if sys.platform == "win32":
+            raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
+        p = Path(path)
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ServerStartError(
+                    f"cannot listen on unix socket {p}: a non-socket file is there"
+                )
+            if _unix_socket_alive(p):
+                raise ServerStartError(
+                    f"cannot listen on unix socket {p}: another server is listening on it"
+                )
+            p.unlink()  # a stale socket left by a crashed server
+        try:
+            listener = await anyio.create_unix_listener(
+                p, mode=0o700, backlog=self.config.server.backlog
+            )
+        except OSError as e:
+            raise ServerStartError(f"cannot listen on unix socket {p}: {e.strerror or e}") from None
+        self.unix_socket = str(p)
+        return listener
+
+    def _remove_unix_socket(self) -> None:
+        if self.unix_socket:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix_socket)
+            self.unix_socket = None
+
+    def _log_startup(self) -> None:
+        cfg = self.config
+        where = ", ".join(_format_addr(h, p) for h, p in self.addresses)
+        if self.unix_socket:
+            where += f", unix:{self.unix_socket}"
+        log.info(
+            "ratmemcached listening on %s (max_memory=%s, eviction=%s, max_connections=%d)",
+            where,
+            format_size(cfg.l1.max_memory) if self._given_cache is None else "from the cache",
+            cfg.l1.eviction_strategy if self._given_cache is None else "from the cache",
+            cfg.server.max_connections,
+        )
+        if any(_is_wildcard(h) for h, _ in self.addresses):
+            log.warning(
+                "listening on all interfaces without authentication: anyone who can reach this "
+                "host can read and change the cache"
+            )
+
+    async def _accept_loop(
+        self,
+        listener: anyio.abc.SocketListener,
+        tg: anyio.abc.TaskGroup,
+        options: ConnectionOptions,
+    ) -> None:
+        max_conns = self.config.server.max_connections
+        engine = self.engine
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as e:
+                if e.errno in _TRANSIENT_ACCEPT:
+                    log.warning("accept() failed (%s); retrying", e.strerror or e)
+                    await anyio.sleep(0.05)
+                    continue
+                raise
+            if len(self._conns) >= max_conns:
+                tg.start_soon(self._reject, stream)
+                continue
+            self._next_id += 1
+            peer = _peer(stream) if self.switches.audit else ""
+            state = ConnectionState(self._next_id, peer)
+            self._conns.add(state)
+            assert self._all_closed is not None
+            if self._all_closed.is_set():
+                self._all_closed = anyio.Event()
+            if self.switches.audit:
+                audit_log.info("conn %d opened from %s", state.id, peer)
+            tg.start_soon(self._run_one, stream, engine, state, options)
+
+    async def _run_one(
+        self,
+        stream: anyio.abc.SocketStream,
+        engine: Engine,
+        state: ConnectionState,
+        options: ConnectionOptions,
+    ) -> None:
+        try:
+            session = engine.session()
+            await run_connection(stream, session, state, options, self._after_close_request)
+        except Exception:
+            # A bug (a Rust panic surfaces as an exception): lose this connection, not the server.
+            log.exception("conn %d failed; closing it", state.id)
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await stream.aclose()
+        finally:
+            self._conns.discard(state)
+            if not self._conns and self._all_closed is not None:
+                self._all_closed.set()
+
+    def _after_close_request(self) -> None:
+        if self.engine.shutdown_requested:
+            self.request_shutdown('the "shutdown" command')
+
+    async def _reject(self, stream: anyio.abc.SocketStream) -> None:
+        """memcached's behaviour at -c: accept, say why, close. The server stays healthy."""
+        self.engine.connection_rejected()
+        if self.switches.audit:
+            audit_log.warning(
+                "refused a connection from %s: max_connections (%d) reached",
+                _peer(stream),
+                self.config.server.max_connections,
+            )
+        with anyio.move_on_after(1.0), contextlib.suppress(Exception):
+            await stream.send(TOO_MANY_CONNECTIONS)
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await stream.aclose()
+
+    async def _drain(self) -> None:
+        for c in list(self._conns):
+            c.draining = True
+            if c.idle:
+                c.scope.cancel()
+        if self.forced:
+            return
+        assert self._all_closed is not None
+        with anyio.move_on_after(self.config.server.shutdown_grace) as grace:
+            await self._all_closed.wait()
+        if grace.cancelled_caught and self._conns:
+            log.warning(
+                "closing %d connection(s) still busy after the %gs shutdown grace",
+                len(self._conns),
+                self.config.server.shutdown_grace,
+            )
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._shutdown is not None and self._shutdown.is_set():
+            log.warning("%s again: closing all connections now", name)
+            self.force_shutdown(name)
+        else:
+            log.info("%s received: shutting down gracefully (again to force)", name)
+            self.request_shutdown(name)
+
+    def _install_fallback_signals(self) -> None:
+        """Portable fallback: a plain signal handler records the signal for a polling task."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._pending_signals.append(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+
+    async def _poll_signals(self) -> None:
+        while True:
+            await anyio.sleep(0.2)
+            while self._pending_signals:
+                self._on_signal(self._pending_signals.pop(0))
+
+    async def _report_perf(self) -> None:
+        engine = self.engine
+        last: dict[str, str] = {}
+        while True:
+            await anyio.sleep(PERF_REPORT_SECONDS)
+            stats = engine.stats()
+            ops = sum(
+                int(stats.get(k, "0")) - int(last.get(k, "0")) for k in ("cmd_get", "cmd_set")
+            )
+            perf_log.info(
+                "%.0f ops/s over %gs; %s connection(s); get_hits=%s get_misses=%s evictions=%s",
+                ops / PERF_REPORT_SECONDS,
+                PERF_REPORT_SECONDS,
+                stats.get("curr_connections", "?"),
+                stats.get("get_hits", "?"),
+                stats.get("get_misses", "?"),
+                stats.get("evictions", "?"),
+            )
+            last = stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+async def _close_all(listeners: list[anyio.abc.SocketListener]) -> None:
+    with anyio.CancelScope(shield=True):
+        for lst in listeners:
+            with contextlib.suppress(Exception):
+                await lst.aclose()
+
+
+def _bind_error(e: OSError, host: str, port: int) -> str:
+    where = _format_addr(host, port)
+    if isinstance(e, socket.gaierror):
+        return f"cannot listen on {where}: cannot resolve {host!r} ({e.strerror or e})"
+    if e.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: address already in use (is another memcached or "
+            "ratmemcached running there? choose another port with -p)"
+        )
+    if e.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {host} is not an address of this machine"
+    return f"cannot listen on {where}: {e.strerror or e}"
+
+
+def _format_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _peer(stream: anyio.abc.SocketStream) -> str:
+    try:
+        addr = stream.extra(SocketAttribute.remote_address)
+    except Exception:
+        return "?"
+    if isinstance(addr, tuple):
+        return _format_addr(str(addr[0]), int(addr[1]))
+    return str(addr) or "unix"
+
+
+def _unix_socket_alive(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.5)
+        s.connect(str(path))
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        s.close()
+
+
+def anyio_backend_options() -> tuple[str, dict[str, Any]]:
+    """asyncio, with uvloop when it is installed (the ``fast`` extra)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio", {}
+    return "asyncio", {"use_uvloop": True}
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+_SERVE_OPTION_TABLES = (ServerConfig, PerformanceConfig)
+
+
+def _option_table(name: str) -> str | None:
+    from dataclasses import fields
+
+    from ratmemcache.config import ALIASES
+
+    for section in _SERVE_OPTION_TABLES:
+        if name in {f.name for f in fields(section)}:
+            return section.TABLE
+        if (section.TABLE, name) in ALIASES:
+            return section.TABLE
+    return None
+
+
+async def serve(
+    cache: Cache | None = None,
+    host: str = "127.0.0.1",
+    port: int = 11211,
+    *,
+    config: Config | None = None,
+    task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``cache`` over the memcached protocol until cancelled (embedding entry point).
+
+    Run it in your app's task group; the app keeps using ``cache`` directly while clients reach
+    it over the network::
+
+        cache = ratmemcache.Cache(max_memory="256MB")
+        async with anyio.create_task_group() as tg:
+            server = await tg.start(ratmemcache.serve, cache, "127.0.0.1", 0)
+            print("memcached protocol on port", server.port)
+            cache.set("config", b"...")   # visible to network clients at once
+
+    ``options`` are ``[server]`` and ``[performance]`` keys (``max_connections=``,
+    ``idle_timeout=``, ``unix_socket=``, ``max_item_size=``, ``read_size=`` ...). ``port=0`` picks a
+    free port. Cancelling the task closes the server (not the cache); so does
+    ``server.request_shutdown()``, gracefully.
+    """
+    cfg = config if config is not None else Config()
+    overrides: dict[str, Any] = {"server.bind": host, "server.port": port}
+    for name, value in options.items():
+        table = _option_table(name)
+        if table is None:
+            raise TypeError(f"serve() got an unexpected option {name!r}")
+        overrides[f"{table}.{name}"] = value
+    apply_overrides(cfg, overrides)
+    server = Server(cfg, cache)
+    await server.serve(task_status=task_status)
+
+
+def run(
+    config: Config,
+    *,
+    on_started: Callable[[Server], None] | None = None,
+) -> int:
+    """Run a server in this process until it is shut down; returns the exit status.
+
+    Used by the CLI: installs signal handlers and uses uvloop when available. Startup failures
+    raise :class:`ConfigError` or :class:`ServerStartError` (nothing has been served then).
+    """
+    server = Server(config, handle_signals=True)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            if on_started is not None:
+                on_started(server)
+
+    backend, backend_options = anyio_backend_options()
+    try:
+        anyio.run(main, backend=backend, backend_options=backend_options)
+    except BaseExceptionGroup as eg:
+        # A startup error raised inside the task group: surface the single underlying error.
+        inner = _single(eg)
+        if inner is not None:
+            raise inner from None
+        raise
+    return 1 if server.forced else 0
+
+
+def _single(eg: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    excs = list(eg.exceptions)
+    while len(excs) == 1 and isinstance(excs[0], BaseExceptionGroup):
+        excs = list(excs[0].exceptions)
+    if len(excs) == 1 and isinstance(excs[0], ConfigError | ServerStartError):
+        return excs[0]
+    return None

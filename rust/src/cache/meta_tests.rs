@@ -1,0 +1,364 @@
+//! Tests of the per-entry state and the operations memcached's meta commands use: the fetched
+//! bit, the last-access clock, stale items and win tokens, and the meta variants of get, store,
+//! delete and incr/decr. Every test checks the shard invariants at the end.
+
+use std::sync::Arc;
+
+use super::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn cache() -> (Cache, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = CacheConfig {
+        shards: 1,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    (Cache::with_clock(cfg, clock.clone()).unwrap(), clock)
+}
+
+fn set(c: &Cache, k: &[u8], v: &[u8]) -> u64 {
+    match c
+        .store(
+            k,
+            Bytes::copy_from_slice(v),
+            0,
+            Ttl::Default,
+            StoreMode::Set,
+        )
+        .unwrap()
+    {
+        StoreOutcome::Stored(cas) => cas,
+        o => panic!("{o:?}"),
+    }
+}
+
+fn state(c: &Cache, k: &[u8]) -> ItemState {
+    c.peek_meta(k).expect("live").1
+}
+
+const BUMP: MetaGetOpts = MetaGetOpts {
+    bump: true,
+    touch: false,
+    vivify: false,
+    binary_key: false,
+};
+
+#[test]
+fn reads_mark_fetched_and_refresh_the_access_clock() {
+    let (c, clock) = cache();
+    set(&c, b"a", b"1");
+    let s = state(&c, b"a");
+    assert!(!s.fetched && !s.stale && !s.win_sent && !s.binary_key);
+    assert_eq!(s.idle_secs, 0);
+    clock.advance(5_000);
+    assert_eq!(state(&c, b"a").idle_secs, 5);
+    // peek_meta and contains don't count as accesses.
+    assert!(c.contains(b"a"));
+    assert!(!state(&c, b"a").fetched);
+    assert!(c.get(b"a").is_some());
+    let s = state(&c, b"a");
+    assert!(s.fetched);
+    assert_eq!(s.idle_secs, 0);
+    // touch fetches with a bump too, as memcached's does.
+    set(&c, b"b", b"1");
+    clock.advance(3_000);
+    c.touch(b"b", Ttl::Never).unwrap();
+    assert!(state(&c, b"b").fetched);
+    assert_eq!(state(&c, b"b").idle_secs, 0);
+    // A new value is a new item: not fetched.
+    set(&c, b"a", b"2");
+    assert!(!state(&c, b"a").fetched);
+    c.validate().unwrap();
+}
+
+#[test]
+fn get_meta_shows_the_state_before_the_request_then_bumps() {
+    let (c, clock) = cache();
+    set(&c, b"a", b"v");
+    clock.advance(7_000);
+    let no_bump = MetaGetOpts {
+        bump: false,
+        ..BUMP
+    };
+    let seen = c.get_meta(b"a", no_bump, |e| (e.state, e.value.clone(), e.created));
+    let (s, v, created) = seen.unwrap();
+    assert!(!s.fetched && !created);
+    assert_eq!((s.idle_secs, &v[..]), (7, &b"v"[..]));
+    assert!(!state(&c, b"a").fetched, "u: no bump");
+    let s = c.get_meta(b"a", BUMP, |e| e.state).unwrap();
+    assert!(!s.fetched);
+    assert_eq!(s.idle_secs, 7);
+    let s = state(&c, b"a");
+    assert!(s.fetched);
+    assert_eq!(s.idle_secs, 0);
+    // A callback can cancel the bump (memcached skips it on an error).
+    set(&c, b"b", b"v");
+    c.get_meta(b"b", BUMP, |e| e.bump = false).unwrap();
+    assert!(!state(&c, b"b").fetched);
+    assert!(c.get_meta(b"missing", BUMP, |_| ()).is_none());
+    let st = c.stats().counters;
+    assert_eq!((st.get_hits, st.get_misses), (3, 1));
+    c.validate().unwrap();
+}
+
+#[test]
+fn get_meta_sets_ttls_in_request_order_and_expires() {
+    let (c, clock) = cache();
+    set(&c, b"a", b"v");
+    let touch = MetaGetOpts {
+        touch: true,
+        ..BUMP
+    };
+    let (before, after) = c
+        .get_meta(b"a", touch, |e| {
+            let before = e.expires_at();
+            e.set_ttl(Ttl::After(30_000));
+            (before, e.expires_at())
+        })
+        .unwrap();
+    assert_eq!((before, after), (0, T0 + 30_000));
+    assert_eq!(c.peek(b"a").unwrap().expires_at, T0 + 30_000);
+    assert_eq!(c.stats().counters.touch_hits, 1);
+    clock.advance(1_000);
+    let expired = c
+        .get_meta(b"a", touch, |e| {
+            e.set_ttl(Ttl::Expired);
+            e.expired()
+        })
+        .unwrap();
+    assert!(expired);
+    assert!(c.peek(b"a").is_none(), "gone after the request");
+    c.validate().unwrap();
+}
+
+#[test]
+fn vivify_creates_an_empty_entry_and_win_tokens_stick() {
+    let (c, _) = cache();
+    let viv = MetaGetOpts {
+        vivify: true,
+        binary_key: true,
+        ..BUMP
+    };
+    let created = c
+        .get_meta(b"k", viv, |e| {
+            assert!(e.value.is_empty() && e.flags == 0 && e.expires_at() == 0);
+            e.set_ttl(Ttl::After(10_000));
+            e.take_win();
+            e.created
+        })
+        .unwrap();
+    assert!(created);
+    let s = state(&c, b"k");
+    assert!(s.win_sent && s.binary_key && s.fetched);
+    assert_eq!(c.peek(b"k").unwrap().expires_at, T0 + 10_000);
+    // A second vivify finds it.
+    assert!(!c.get_meta(b"k", viv, |e| e.created).unwrap());
+    assert_eq!(c.stats().counters.get_misses, 1);
+    c.validate().unwrap();
+}
+
+#[test]
+fn invalidation_marks_stale_and_a_new_value_clears_it() {
+    let (c, _) = cache();
+    let cas = set(&c, b"a", b"v");
+    assert_eq!(
+        c.delete_meta(b"a", Some(cas + 1), true, None),
+        MetaDeleteOutcome::Exists
+    );
+    assert_eq!(
+        c.delete_meta(b"a", Some(cas), true, Some(Ttl::After(60_000))),
+        MetaDeleteOutcome::Invalidated
+    );
+    let (item, s) = c.peek_meta(b"a").unwrap();
+    assert!(s.stale && !s.win_sent);
+    assert!(item.cas > cas, "invalidation bumps the CAS unique");
+    assert_eq!(item.expires_at, T0 + 60_000);
+    c.get_meta(b"a", BUMP, |e| e.take_win()).unwrap();
+    assert!(state(&c, b"a").win_sent);
+    // Invalidating again hands the token out anew.
+    c.delete_meta(b"a", None, true, None);
+    assert!(!state(&c, b"a").win_sent);
+    set(&c, b"a", b"w");
+    let s = state(&c, b"a");
+    assert!(!s.stale && !s.win_sent);
+    // Invalidate with an expired TTL removes it; a plain delete removes it.
+    c.delete_meta(b"a", None, true, Some(Ttl::Expired));
+    assert!(c.peek(b"a").is_none());
+    set(&c, b"a", b"v");
+    assert_eq!(
+        c.delete_meta(b"a", None, false, Some(Ttl::After(1))),
+        MetaDeleteOutcome::Deleted
+    );
+    assert_eq!(
+        c.delete_meta(b"a", None, false, None),
+        MetaDeleteOutcome::NotFound
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn an_older_cas_with_invalidate_stores_a_stale_value() {
+    let (c, _) = cache();
+    set(&c, b"a", b"v0");
+    c.store(
+        b"a",
+        Bytes::from_static(b"v1"),
+        0,
+        Ttl::After(100_000),
+        StoreMode::Set,
+    )
+    .unwrap();
+    let cas = c.peek(b"a").unwrap().cas;
+    c.get_meta(b"a", BUMP, |e| e.take_win()).unwrap();
+    let inval = StoreOpts {
+        invalidate: true,
+        ..StoreOpts::default()
+    };
+    // Newer than the item: refused.
+    let out = c
+        .store_with(
+            b"a",
+            Bytes::from_static(b"v2"),
+            0,
+            Ttl::Never,
+            StoreMode::Cas(cas + 1),
+            inval,
+        )
+        .unwrap();
+    assert_eq!(out, StoreOutcome::Exists);
+    // Older: stored, stale, keeping the deadline and the win token.
+    let out = c
+        .store_with(
+            b"a",
+            Bytes::from_static(b"v2"),
+            3,
+            Ttl::Never,
+            StoreMode::Cas(cas - 1),
+            inval,
+        )
+        .unwrap();
+    assert!(matches!(out, StoreOutcome::Stored(_)));
+    let (item, s) = c.peek_meta(b"a").unwrap();
+    assert_eq!((&item.value[..], item.flags), (&b"v2"[..], 3));
+    assert_eq!(item.expires_at, T0 + 100_000);
+    assert!(s.stale && s.win_sent);
+    // CAS 0 is "no CAS" in memcached: never stale, always a mismatch.
+    let out = c
+        .store_with(
+            b"a",
+            Bytes::from_static(b"v3"),
+            0,
+            Ttl::Never,
+            StoreMode::Cas(0),
+            inval,
+        )
+        .unwrap();
+    assert_eq!(out, StoreOutcome::Exists);
+    // Without invalidate an older CAS is a plain mismatch.
+    let out = c
+        .store_with(
+            b"a",
+            Bytes::from_static(b"v3"),
+            0,
+            Ttl::Never,
+            StoreMode::Cas(1),
+            StoreOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(out, StoreOutcome::Exists);
+    c.validate().unwrap();
+}
+
+#[test]
+fn append_checks_cas_and_the_item_size_limit() {
+    let (c, _) = cache();
+    let cas = set(&c, b"a", b"12345");
+    let opts = |compare_cas, max_item_size| StoreOpts {
+        compare_cas,
+        max_item_size,
+        binary_key: true,
+        ..StoreOpts::default()
+    };
+    let app = |v: &'static [u8], o| {
+        c.store_with(
+            b"a",
+            Bytes::from_static(v),
+            9,
+            Ttl::Never,
+            StoreMode::Append,
+            o,
+        )
+        .unwrap()
+    };
+    assert_eq!(app(b"x", opts(cas + 1, 0)), StoreOutcome::Exists);
+    // memcached's size: 48 + 8 + key 1 + 1 + value 6 + 2 = 66 bytes (flags are 0).
+    assert_eq!(memcached_item_size(1, 6, 0), 66);
+    assert_eq!(memcached_item_size(1, 6, 1), 70);
+    assert_eq!(app(b"x", opts(cas, 65)), StoreOutcome::NotStored);
+    assert!(matches!(app(b"x", opts(cas, 66)), StoreOutcome::Stored(_)));
+    let (item, s) = c.peek_meta(b"a").unwrap();
+    assert_eq!((&item.value[..], item.flags), (&b"12345x"[..], 0));
+    assert!(s.binary_key);
+    assert!(matches!(app(b"y", opts(0, 0)), StoreOutcome::Stored(_)));
+    c.validate().unwrap();
+}
+
+#[test]
+fn meta_delta_vivifies_compares_and_resets_a_grown_item() {
+    let (c, _) = cache();
+    let r = c.delta_meta(b"n", Delta::Incr(5), 0, None, false, |_, n| n);
+    assert_eq!(r, MetaDelta::NotFound);
+    let r = c.delta_meta(b"n", Delta::Incr(5), 0, Some(9), false, |e, n| {
+        e.set_ttl(Ttl::After(1_000));
+        (e.created, n)
+    });
+    assert_eq!(r, MetaDelta::Done((true, 9)));
+    assert_eq!(&c.peek(b"n").unwrap().value[..], b"9");
+    c.get(b"n");
+    assert!(state(&c, b"n").fetched);
+    // Growing from 1 to 2 digits makes a new item: no longer fetched.
+    let r = c.delta_meta(b"n", Delta::Incr(1), 0, None, false, |e, n| (e.created, n));
+    assert_eq!(r, MetaDelta::Done((false, 10)));
+    assert!(!state(&c, b"n").fetched);
+    c.get(b"n");
+    // In place keeps the marks (and the padding of the text protocol).
+    let cas = c.peek(b"n").unwrap().cas;
+    assert_eq!(
+        c.delta_meta(b"n", Delta::Decr(1), cas + 1, None, false, |_, n| n),
+        MetaDelta::Exists
+    );
+    let r = c.delta_meta(b"n", Delta::Decr(1), cas, None, false, |e, n| (e.cas, n));
+    let MetaDelta::Done((new_cas, 9)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(new_cas > cas);
+    assert!(state(&c, b"n").fetched);
+    assert_eq!(&c.peek(b"n").unwrap().value[..], b"9 ");
+    // An empty value is non-numeric before the CAS is compared.
+    set(&c, b"e", b"");
+    assert_eq!(
+        c.delta_meta(b"e", Delta::Incr(1), 12345, None, false, |_, n| n),
+        MetaDelta::NonNumeric
+    );
+    set(&c, b"x", b"abc");
+    assert_eq!(
+        c.delta_meta(b"x", Delta::Incr(1), 0, None, false, |_, n| n),
+        MetaDelta::NonNumeric
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn the_text_protocol_incr_also_resets_a_grown_item() {
+    let (c, _) = cache();
+    set(&c, b"n", b"99");
+    c.get(b"n");
+    assert_eq!(
+        c.delta(b"n", Delta::Incr(1)),
+        DeltaOutcome::Value(100, c.peek(b"n").unwrap().cas)
+    );
+    assert!(!state(&c, b"n").fetched);
+    c.validate().unwrap();
+}

@@ -1,0 +1,308 @@
+"""Start real servers for tests: ``ratmemcached`` (this package) and Debian's ``memcached``.
+
+Both run as subprocesses on 127.0.0.1 on a free port, are waited for until the port accepts, and are
+always stopped (SIGTERM, then SIGKILL). Use the context managers::
+
+    from servers import memcached, ratmemcached, requires_memcached
+
+    def test_something(tmp_path):
+        with ratmemcached("-m", "16", config={"server": {"idle_timeout": 5}}) as srv:
+            sock = srv.connect()
+            ...
+        assert srv.returncode == 0          # it exited cleanly on SIGTERM
+
+    @requires_memcached
+    def test_same_bytes():
+        with memcached() as ref, ratmemcached() as ours:
+            ...
+
+``srv.output()`` returns what the server wrote to stdout/stderr (for assertions and for failure
+messages). A server that dies during startup raises :class:`ServerStartFailed` with its output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+__all__ = [
+    "MEMCACHED",
+    "ServerProcess",
+    "ServerStartFailed",
+    "exchange",
+    "free_port",
+    "memcached",
+    "ratmemcached",
+    "ratmemcached_argv",
+    "requires_memcached",
+    "start_memcached",
+    "start_ratmemcached",
+    "wait_for_port",
+]
+
+HOST = "127.0.0.1"
+
+
+def _find_memcached() -> str | None:
+    path = shutil.which("memcached")
+    if path is None and Path("/usr/bin/memcached").exists():
+        path = "/usr/bin/memcached"
+    return path
+
+
+#: Debian's memcached, the reference server, or None when it is not installed.
+MEMCACHED = _find_memcached()
+requires_memcached = pytest.mark.skipif(
+    MEMCACHED is None, reason="memcached is not installed (apt-get install memcached)"
+)
+
+
+class ServerStartFailed(RuntimeError):
+    """The server exited, or never accepted connections, during startup."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running server subprocess."""
+
+    name: str
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    log_path: Path
+    _tmpdir: Path | None = field(default=None, repr=False)
+    _final_output: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def output(self) -> str:
+        """Everything the server wrote to stdout and stderr so far (kept after cleanup)."""
+        if self._final_output is not None:
+            return self._final_output
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        """A new blocking client socket with a timeout."""
+        return socket.create_connection(self.address, timeout=timeout)
+
+    def send_signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if sys.platform == "win32":
+                    self.proc.terminate()
+                else:
+                    self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        return int(self.proc.returncode)
+
+    def cleanup(self) -> None:
+        """Remove the temporary files (the output stays readable through ``output()``)."""
+        if self._tmpdir is not None:
+            self._final_output = self.output()
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
+    """Return once ``host:port`` accepts a connection; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise ServerStartFailed(f"exited with status {proc.returncode} during startup")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServerStartFailed(f"{host}:{port} did not accept within {timeout}s") from None
+            time.sleep(0.02)
+
+
+def ratmemcached_argv(*args: str) -> list[str]:
+    """How to run this package's server: the venv's interpreter with ``-m ratmemcache``."""
+    return [sys.executable, "-m", "ratmemcache", *args]
+
+
+def _write_config(config: str | Path | Mapping[str, Any], tmpdir: Path) -> Path:
+    if isinstance(config, Path):
+        return config
+    path = tmpdir / "ratmemcached.toml"
+    text = config if isinstance(config, str) else tomlkit.dumps(dict(config))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _spawn(
+    name: str,
+    argv: list[str],
+    host: str,
+    port: int,
+    tmpdir: Path,
+    env: Mapping[str, str] | None,
+    ready_timeout: float,
+    cwd: Path | None,
+) -> ServerProcess:
+    log_path = tmpdir / f"{name}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+        )
+    srv = ServerProcess(name, host, port, proc, argv, log_path, tmpdir)
+    try:
+        wait_for_port(host, port, proc, ready_timeout)
+    except ServerStartFailed as e:
+        srv.stop(timeout=2)
+        out = srv.output()
+        srv.cleanup()
+        raise ServerStartFailed(f"{name} ({' '.join(argv)}): {e}\n{out}") from None
+    return srv
+
+
+def start_ratmemcached(
+    *args: str,
+    config: str | Path | Mapping[str, Any] | None = None,
+    host: str = HOST,
+    port: int | None = None,
+    add_address: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_timeout: float = 20.0,
+) -> ServerProcess:
+    """Start ``ratmemcached`` with ``args``; remember to ``stop()`` and ``cleanup()`` it.
+
+    ``config`` is TOML text, a dict (written as TOML), or a path. ``-l host -p port`` are added
+    (after ``args``, so they win) unless ``add_address`` is false; then pass the port yourself
+    and give it as ``port``. A port taken by someone else between our check and the server's bind
+    is retried with another port.
+    """
+    for attempt in range(3):
+        tmpdir = Path(tempfile.mkdtemp(prefix="ratmemcached-test-"))
+        p = port if port is not None else free_port(host)
+        argv = ratmemcached_argv(*args)
+        if config is not None:
+            argv += ["--config", str(_write_config(config, tmpdir))]
+        if add_address:
+            argv += ["-l", host, "-p", str(p)]
+        try:
+            return _spawn("ratmemcached", argv, host, p, tmpdir, env, ready_timeout, cwd)
+        except ServerStartFailed as e:
+            if port is None and "address already in use" in str(e) and attempt < 2:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def start_memcached(
+    *args: str,
+    host: str = HOST,
+    port: int | None = None,
+    ready_timeout: float = 10.0,
+) -> ServerProcess:
+    """Start Debian's memcached (skips the test when it is not installed)."""
+    if MEMCACHED is None:
+        pytest.skip("memcached is not installed (apt-get install memcached)")
+    for attempt in range(3):
+        tmpdir = Path(tempfile.mkdtemp(prefix="memcached-test-"))
+        p = port if port is not None else free_port(host)
+        argv = [MEMCACHED, "-U", "0", "-l", host, "-p", str(p), *args]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            argv += ["-u", "root"]  # memcached refuses to run as root without -u
+        try:
+            return _spawn("memcached", argv, host, p, tmpdir, None, ready_timeout, None)
+        except ServerStartFailed as e:
+            if port is None and "Address already in use" in str(e) and attempt < 2:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def ratmemcached(*args: str, **kwargs: Any) -> Iterator[ServerProcess]:
+    """``start_ratmemcached`` as a context manager: always stopped and cleaned up."""
+    srv = start_ratmemcached(*args, **kwargs)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+@contextlib.contextmanager
+def memcached(*args: str, **kwargs: Any) -> Iterator[ServerProcess]:
+    """``start_memcached`` as a context manager: always stopped and cleaned up."""
+    srv = start_memcached(*args, **kwargs)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+def exchange(
+    sock: socket.socket, data: bytes, *, until: bytes | Sequence[bytes] = b"\r\n"
+) -> bytes:
+    """Send ``data`` and read until the reply ends with ``until`` (or one of several endings)."""
+    endings = (until,) if isinstance(until, bytes) else tuple(until)
+    sock.sendall(data)
+    buf = b""
+    while not buf.endswith(endings):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
