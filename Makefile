@@ -12,8 +12,9 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup system-deps venv develop serve test lint test-rust test-python bench clean
 
-# Debian packages the tests and benches need (memcached is the reference peer).
-DEB_PACKAGES := memcached libmemcached-tools
+# Debian packages the tests and benches need: memcached is the reference peer, memccapable and
+# memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
+DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -23,12 +24,13 @@ system-deps:
 	  else echo "warning: please install:$$missing" >&2; fi; \
 	fi
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
 	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
-	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4"
+	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
+	  "pylibmc>=1.6"
 	touch $@
 
 venv: $(VENV)/.deps
@@ -38,6 +40,9 @@ develop: venv
 	$(VENV)/bin/maturin develop -q --features extension-module
 
 setup: system-deps develop
+
+# The venv's pylibmc needs libmemcached-dev, so system packages come first.
+venv: | system-deps
 
 serve: setup
 	$(VENV)/bin/ratmemcached

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from servers import memcached, ratmemcached, requires_memcached
-from transcript import options, parse, run_session, run_socket, transcript_files
 
 from ratmemcache._core import Cache, Engine
+from servers import memcached, ratmemcached, requires_memcached
+from transcript import options, parse, run_session, run_socket, transcript_files
 
 FILES = transcript_files()
 IDS = [f.stem for f in FILES]

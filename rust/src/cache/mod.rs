@@ -185,19 +185,22 @@ impl Cache {
         config.validate()?;
         let n = config.shard_count();
         let bits = n.trailing_zeros();
-        let per = |limit: u64| {
+        // Limits are split exactly: the first `limit % n` shards get one more, so the shards
+        // together never hold more than the configured total. Each shard may hold at least one
+        // entry (only an explicit `shards` above `max_entries` rounds up).
+        let per = |limit: u64, i: u64, min: u64| -> u64 {
             if limit == 0 {
-                u64::MAX
-            } else {
-                limit.div_ceil(n as u64)
+                return u64::MAX;
             }
+            let n = n as u64;
+            (limit / n + u64::from(i < limit % n)).max(min)
         };
         let shards = (0..n)
             .map(|i| {
                 Padded(Mutex::new(Shard::new(
                     config.eviction,
-                    per(config.max_memory),
-                    per(config.max_entries),
+                    per(config.max_memory, i as u64, 0),
+                    per(config.max_entries, i as u64, 1),
                     i as u64,
                     bits,
                 )))

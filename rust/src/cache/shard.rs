@@ -308,6 +308,28 @@ impl Shard {
         }
     }
 
+    /// After an entry in `slot` grew in place: evicts other entries until the limits hold again,
+    /// never the one just written. The policy forgets the slot while victims are chosen (a FIFO
+    /// would otherwise name it, still being the oldest) and then takes it back as a new arrival,
+    /// as memcached relinks a replaced item at the head.
+    fn fit_after_growth(&mut self, slot: u32, evicted: &mut Vec<Entry>) {
+        if !self.over_limits(0, 0) {
+            return;
+        }
+        let e = self.entry(slot);
+        let info = EntryInfo {
+            hash: e.hash,
+            expires_at: e.expires_at,
+        };
+        self.policy.remove(slot, info, RemoveReason::Deleted);
+        while self.over_limits(0, 0) {
+            let Some(v) = self.policy.victim() else { break };
+            evicted.push(self.remove_slot(v, RemoveReason::Evicted));
+            self.counters.evictions += 1;
+        }
+        self.policy.insert(slot, info);
+    }
+
     fn insert_new(
         &mut self,
         hash: u64,
@@ -508,7 +530,7 @@ impl Shard {
                     return StoreOutcome::Stored(self.next_cas());
                 };
                 let cas = self.overwrite(s, value, flags, deadline, meta_flags, now);
-                self.make_room(0, 0, evicted);
+                self.fit_after_growth(s, evicted);
                 StoreOutcome::Stored(cas)
             }
             None => {
@@ -666,6 +688,8 @@ impl Shard {
             digits.resize(old_len, b' ');
         }
         let cas = self.overwrite(s, Bytes::from(digits), flags, exp, meta_flags, now);
+        let mut evicted = Vec::new();
+        self.fit_after_growth(s, &mut evicted);
         Some((new, cas))
     }
 

@@ -577,3 +577,58 @@ fn concurrent_use_from_threads() {
     assert_eq!(s.gets(), 60_000);
     c.validate().unwrap();
 }
+
+#[test]
+fn a_growing_overwrite_never_evicts_the_value_just_written() {
+    for kind in PolicyKind::ALL {
+        let (c, _) = cache_with(kind, 0, 2_000);
+        for k in ["a", "b", "c"] {
+            c.store(
+                k.as_bytes(),
+                Bytes::from(vec![b'x'; 300]),
+                0,
+                Ttl::Default,
+                StoreMode::Set,
+            )
+            .unwrap();
+        }
+        c.store(
+            b"a",
+            Bytes::from(vec![b'y'; 1_300]),
+            0,
+            Ttl::Default,
+            StoreMode::Set,
+        )
+        .unwrap();
+        assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_300), "{kind}");
+        c.store(
+            b"a",
+            Bytes::from(vec![b'z'; 200]),
+            0,
+            Ttl::Default,
+            StoreMode::Append,
+        )
+        .unwrap();
+        assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_500), "{kind}");
+        assert!(c.stats().bytes <= 2_000);
+        ok(&c);
+    }
+}
+
+#[test]
+fn limits_split_exactly_across_shards() {
+    let cfg = CacheConfig {
+        max_entries: 1_001,
+        max_memory: 100_003,
+        shards: 4,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    };
+    let c = Cache::new(cfg).unwrap();
+    for i in 0..5_000 {
+        set(&c, &format!("k{i}"), "v");
+        assert!(c.len() <= 1_001);
+        assert!(c.stats().bytes <= 100_003);
+    }
+    ok(&c);
+}

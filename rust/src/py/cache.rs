@@ -24,6 +24,9 @@ use crate::error::CoreError;
 /// with flags 0, so they read back as `bytes` with or without a serializer.
 pub(crate) const FLAG_SERIALIZED: u32 = 1;
 
+// The signature below spells the default as a literal so Python's introspection shows it.
+const _: () = assert!(LIBRARY_MAX_KEY_LEN == 65536);
+
 struct Serializer {
     dumps: Py<PyAny>,
     loads: Py<PyAny>,
@@ -222,7 +225,7 @@ impl PyCache {
         max_ttl = None,
         cleanup_interval = None,
         shards = None,
-        max_key_length = LIBRARY_MAX_KEY_LEN,
+        max_key_length = 65536,
         serializer = None,
         clock = None,
     ))]

@@ -15,6 +15,9 @@ use crate::engine::{Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, MAX_ITEM_SIZE_L
 use crate::protocol::limits::LARGE_FEED;
 use crate::protocol::Session;
 
+// The signature below spells the default as a literal so Python's introspection shows it.
+const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
+
 #[pyclass(module = "ratmemcache._core", name = "Engine", frozen)]
 pub(crate) struct PyEngine {
     engine: Arc<Engine>,
@@ -23,7 +26,7 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (cache, *, max_item_size = DEFAULT_MAX_ITEM_SIZE, allow_flush = true,
+    #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
                         allow_shutdown = false, allow_verbosity = true, settings = None))]
     fn new(
         cache: PyRef<'_, PyCache>,
