@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup system-deps venv develop serve test lint test-rust test-python bench clean
+.PHONY: setup system-deps venv develop serve test lint test-rust test-python bench bench-server clean
 
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
 # memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
@@ -68,6 +68,12 @@ bench: venv
 	$(VENV)/bin/maturin develop -q --release --features extension-module
 	$(PY) bench/library.py
 	cargo run --release --no-default-features --example miss_ratio
+
+# Server throughput as a ratio to memcached (needs the project's shared bench script).
+SERVER_RATIO ?= ../shared/bench/server_ratio.py
+bench-server: setup
+	$(VENV)/bin/maturin develop -q --release --features extension-module
+	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV)/bin/ratmemcached -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) target

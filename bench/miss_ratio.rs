@@ -141,7 +141,7 @@ fn replay(trace: &[u64], policy: PolicyKind, max_entries: u64) -> f64 {
         if cache.get(&key).is_none() {
             misses += 1;
             cache
-                .store(&key, value.clone(), 0, Ttl::Never, StoreMode::Set)
+                .store(&key, &value, 0, Ttl::Never, StoreMode::Set)
                 .expect("store");
         }
     }

@@ -48,7 +48,7 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     /// The shard count: enough for the CPUs to rarely contend, but few enough that each shard has
-    /// room for a meaningful policy (at least ~1 MiB and ~256 entries), so that small caches
+    /// room for a meaningful policy and large items (at least 4 MiB and ~256 entries), so that small caches
     /// evict exactly as their policy says.
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
@@ -57,7 +57,7 @@ impl CacheConfig {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         let mut n = (cpus * 4).next_power_of_two().min(64) as u64;
         if self.max_memory > 0 {
-            n = n.min(prev_pow2((self.max_memory >> 20).max(1)));
+            n = n.min(prev_pow2((self.max_memory >> 22).max(1)));
         }
         if self.max_entries > 0 {
             n = n.min(prev_pow2((self.max_entries / 256).max(1)));
@@ -153,8 +153,11 @@ mod tests {
         };
         assert_eq!(c.shard_count(), 1);
         c.max_entries = 0;
-        c.max_memory = 3 << 20;
+        c.max_memory = 12 << 20;
         assert!(c.shard_count() <= 2);
+        // Every shard keeps at least 4 MiB, so items up to that size always fit.
+        c.max_memory = 64 << 20;
+        assert!(c.shard_count() <= 16);
         c.shards = 5;
         assert_eq!(c.shard_count(), 8);
     }

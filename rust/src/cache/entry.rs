@@ -6,9 +6,9 @@
 //!
 //! ```text
 //! charge = key.len() + value.len() + ENTRY_OVERHEAD + policy bytes per slot
-//! ENTRY_OVERHEAD = size_of::<Option<Entry>>()      (the slot: 80 bytes on 64-bit targets)
+//! ENTRY_OVERHEAD = size_of::<Option<Entry>>()      (the slot: 72 bytes on 64-bit targets)
 //!                + size_of::<u32>() + 1            (the hash-table index and its control byte)
-//!                + ALLOC_OVERHEAD                  (the allocator's headers of the key and value buffers)
+//!                + ALLOC_OVERHEAD                  (the allocator's header of the key+value buffer)
 //! ```
 //!
 //! Policy bytes are 8 (list links) plus 0-40 depending on the policy (see each policy's
@@ -17,29 +17,94 @@
 
 use bytes::Bytes;
 
-/// What a live entry holds. Keys are copied once into a boxed slice; values are `Bytes`, so a
-/// reply can share them without a copy.
+/// What a live entry holds. The key and the value share one allocation (`data` is the key
+/// followed by the value), so a read touches the slot and one buffer, as memcached's items do;
+/// `Bytes` lets a reply share the value without a copy.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub hash: u64,
-    pub key: Box<[u8]>,
-    pub value: Bytes,
+    data: Bytes,
     pub cas: u64,
     /// Unix milliseconds; 0 means never.
     pub expires_at: u64,
     pub flags: u32,
+    key_len: u32,
     /// Bit flags and the last-access clock, packed into what would otherwise be padding.
     pub meta: EntryMeta,
 }
 
-/// Allocator bookkeeping for the two heap buffers of an entry (glibc: 8-16 bytes each).
-pub const ALLOC_OVERHEAD: usize = 32;
+/// Allocator bookkeeping for the entry's one heap buffer (glibc: 8-16 bytes).
+pub const ALLOC_OVERHEAD: usize = 16;
 
 /// Bytes charged per entry on top of its key, its value and the policy's metadata.
 pub const ENTRY_OVERHEAD: usize =
     std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<u32>() + 1 + ALLOC_OVERHEAD;
 
+fn joined(key: &[u8], value: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(key.len() + value.len());
+    v.extend_from_slice(key);
+    v.extend_from_slice(value);
+    Bytes::from(v)
+}
+
 impl Entry {
+    pub fn new(
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        expires_at: u64,
+        flags: u32,
+        meta: EntryMeta,
+    ) -> Entry {
+        Entry {
+            hash,
+            data: joined(key, value),
+            cas,
+            expires_at,
+            flags,
+            key_len: key.len() as u32,
+            meta,
+        }
+    }
+
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    #[inline]
+    pub fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+
+    /// The value as shared `Bytes` (no copy of the data).
+    pub fn value_bytes(&self) -> Bytes {
+        self.data.slice(self.key_len as usize..)
+    }
+
+    /// Replaces the value, keeping the key. A value of the same length is written in place when
+    /// no reply still shares the buffer, so steady overwrites allocate nothing.
+    pub fn set_value(&mut self, value: &[u8]) {
+        let k = self.key_len as usize;
+        if self.data.len() == k + value.len() {
+            match std::mem::take(&mut self.data).try_into_mut() {
+                Ok(mut unique) => {
+                    unique[k..].copy_from_slice(value);
+                    self.data = unique.freeze();
+                    return;
+                }
+                Err(shared) => self.data = shared,
+            }
+        }
+        self.data = joined(self.key(), value);
+    }
+
+    #[inline]
+    pub fn value_len(&self) -> usize {
+        self.data.len() - self.key_len as usize
+    }
+
     #[inline]
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.expires_at == 0 || now_ms < self.expires_at
@@ -47,7 +112,7 @@ impl Entry {
 
     #[inline]
     pub fn payload_len(&self) -> usize {
-        self.key.len() + self.value.len()
+        self.data.len()
     }
 
     /// The Python library set this key as `str`, so `keys()` gives it back as `str`.
@@ -57,7 +122,7 @@ impl Entry {
     }
 }
 
-/// An entry's flags and a coarse last-access clock in one `u32`, so the slot stays 80 bytes.
+/// An entry's flags and a coarse last-access clock in one `u32`, so the slot stays 72 bytes.
 ///
 /// Bits 0..27 hold the time of the last access as unix seconds modulo 2^27 (about 4.25 years):
 /// memcached's meta commands report idle times (`mg l`, `me`'s `la`), and an entry idle for longer
@@ -166,10 +231,28 @@ mod tests {
 
     #[test]
     fn overhead_is_documented_size() {
-        // The module docs promise an 80-byte slot on 64-bit targets; keep them honest.
+        // The module docs promise a 72-byte slot on 64-bit targets; keep them honest.
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 80);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 72);
         assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>());
+    }
+
+    #[test]
+    fn key_and_value_share_one_buffer() {
+        let mut e = Entry::new(1, b"key", b"value", 1, 0, 0, EntryMeta::default());
+        assert_eq!(
+            (e.key(), e.value(), e.value_len()),
+            (&b"key"[..], &b"value"[..], 5)
+        );
+        e.set_value(b"VALUE");
+        assert_eq!(e.value(), b"VALUE");
+        let shared = e.value_bytes();
+        e.set_value(b"other");
+        assert_eq!((&shared[..], e.value()), (&b"VALUE"[..], &b"other"[..]));
+        e.set_value(b"a longer value");
+        assert_eq!((e.key(), e.value()), (&b"key"[..], &b"a longer value"[..]));
+        e.set_value(b"");
+        assert_eq!((e.key(), e.value_len()), (&b"key"[..], 0));
     }
 
     #[test]

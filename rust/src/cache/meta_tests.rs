@@ -19,16 +19,7 @@ fn cache() -> (Cache, Arc<ManualClock>) {
 }
 
 fn set(c: &Cache, k: &[u8], v: &[u8]) -> u64 {
-    match c
-        .store(
-            k,
-            Bytes::copy_from_slice(v),
-            0,
-            Ttl::Default,
-            StoreMode::Set,
-        )
-        .unwrap()
-    {
+    match c.store(k, v, 0, Ttl::Default, StoreMode::Set).unwrap() {
         StoreOutcome::Stored(cas) => cas,
         o => panic!("{o:?}"),
     }
@@ -82,7 +73,7 @@ fn get_meta_shows_the_state_before_the_request_then_bumps() {
         bump: false,
         ..BUMP
     };
-    let seen = c.get_meta(b"a", no_bump, |e| (e.state, e.value.clone(), e.created));
+    let seen = c.get_meta(b"a", no_bump, |e| (e.state, e.value.to_vec(), e.created));
     let (s, v, created) = seen.unwrap();
     assert!(!s.fetched && !created);
     assert_eq!((s.idle_secs, &v[..]), (7, &b"v"[..]));
@@ -202,14 +193,8 @@ fn invalidation_marks_stale_and_a_new_value_clears_it() {
 fn an_older_cas_with_invalidate_stores_a_stale_value() {
     let (c, _) = cache();
     set(&c, b"a", b"v0");
-    c.store(
-        b"a",
-        Bytes::from_static(b"v1"),
-        0,
-        Ttl::After(100_000),
-        StoreMode::Set,
-    )
-    .unwrap();
+    c.store(b"a", b"v1", 0, Ttl::After(100_000), StoreMode::Set)
+        .unwrap();
     let cas = c.peek(b"a").unwrap().cas;
     c.get_meta(b"a", BUMP, |e| e.take_win()).unwrap();
     let inval = StoreOpts {
@@ -218,26 +203,12 @@ fn an_older_cas_with_invalidate_stores_a_stale_value() {
     };
     // Newer than the item: refused.
     let out = c
-        .store_with(
-            b"a",
-            Bytes::from_static(b"v2"),
-            0,
-            Ttl::Never,
-            StoreMode::Cas(cas + 1),
-            inval,
-        )
+        .store_with(b"a", b"v2", 0, Ttl::Never, StoreMode::Cas(cas + 1), inval)
         .unwrap();
     assert_eq!(out, StoreOutcome::Exists);
     // Older: stored, stale, keeping the deadline and the win token.
     let out = c
-        .store_with(
-            b"a",
-            Bytes::from_static(b"v2"),
-            3,
-            Ttl::Never,
-            StoreMode::Cas(cas - 1),
-            inval,
-        )
+        .store_with(b"a", b"v2", 3, Ttl::Never, StoreMode::Cas(cas - 1), inval)
         .unwrap();
     assert!(matches!(out, StoreOutcome::Stored(_)));
     let (item, s) = c.peek_meta(b"a").unwrap();
@@ -246,21 +217,14 @@ fn an_older_cas_with_invalidate_stores_a_stale_value() {
     assert!(s.stale && s.win_sent);
     // CAS 0 is "no CAS" in memcached: never stale, always a mismatch.
     let out = c
-        .store_with(
-            b"a",
-            Bytes::from_static(b"v3"),
-            0,
-            Ttl::Never,
-            StoreMode::Cas(0),
-            inval,
-        )
+        .store_with(b"a", b"v3", 0, Ttl::Never, StoreMode::Cas(0), inval)
         .unwrap();
     assert_eq!(out, StoreOutcome::Exists);
     // Without invalidate an older CAS is a plain mismatch.
     let out = c
         .store_with(
             b"a",
-            Bytes::from_static(b"v3"),
+            b"v3",
             0,
             Ttl::Never,
             StoreMode::Cas(1),
@@ -282,15 +246,8 @@ fn append_checks_cas_and_the_item_size_limit() {
         ..StoreOpts::default()
     };
     let app = |v: &'static [u8], o| {
-        c.store_with(
-            b"a",
-            Bytes::from_static(v),
-            9,
-            Ttl::Never,
-            StoreMode::Append,
-            o,
-        )
-        .unwrap()
+        c.store_with(b"a", v, 9, Ttl::Never, StoreMode::Append, o)
+            .unwrap()
     };
     assert_eq!(app(b"x", opts(cas + 1, 0)), StoreOutcome::Exists);
     // memcached's size: 48 + 8 + key 1 + 1 + value 6 + 2 = 66 bytes (flags are 0).

@@ -22,7 +22,6 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -58,7 +57,7 @@ pub enum Ttl {
 /// A borrowed view of a live entry, handed to `Cache::get_with` under the shard lock.
 pub struct ItemRef<'a> {
     pub key: &'a [u8],
-    pub value: &'a Bytes,
+    pub value: &'a [u8],
     pub flags: u32,
     pub cas: u64,
     pub expires_at: u64,
@@ -270,8 +269,8 @@ impl Cache {
         let (h, shard) = self.locate(key);
         shard.lock().get_with(h, key, now, |e| {
             f(ItemRef {
-                key: &e.key,
-                value: &e.value,
+                key: e.key(),
+                value: e.value(),
                 flags: e.flags,
                 cas: e.cas,
                 expires_at: e.expires_at,
@@ -281,13 +280,11 @@ impl Cache {
     }
 
     /// Reads an entry, counting a hit or a miss.
+    /// The value is shared with the cache, not copied.
     pub fn get(&self, key: &[u8]) -> Option<Item> {
-        self.get_with(key, |e| Item {
-            value: e.value.clone(),
-            flags: e.flags,
-            cas: e.cas,
-            expires_at: e.expires_at,
-        })
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().get_with(h, key, now, shard::item_of)
     }
 
     /// Whether a live entry exists; doesn't count as a read or change the eviction order.
@@ -308,7 +305,7 @@ impl Cache {
     pub fn store(
         &self,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         ttl: Ttl,
         mode: StoreMode,
@@ -321,7 +318,7 @@ impl Cache {
         &self,
         key: &[u8],
         text_key: bool,
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         ttl: Ttl,
         mode: StoreMode,
@@ -429,7 +426,7 @@ impl Cache {
     pub fn store_if(
         &self,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         ttl: Ttl,
         mode: StoreMode,
@@ -496,7 +493,7 @@ impl Cache {
     pub fn store_with(
         &self,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         ttl: Ttl,
         mode: StoreMode,
@@ -605,7 +602,7 @@ impl Cache {
         let mut out = Vec::new();
         for p in self.inner.shards.iter() {
             p.0.lock()
-                .for_each_live(now, |e| out.push((e.key.clone(), e.text_key())));
+                .for_each_live(now, |e| out.push((e.key().into(), e.text_key())));
         }
         out
     }

@@ -3,7 +3,6 @@
 //! Single-threaded by design: every method takes `&mut self`, and the facade in `mod.rs` holds
 //! the shard's lock around each call. Hashes are computed once by the facade and passed in.
 
-use bytes::Bytes;
 use hashbrown::HashTable;
 
 use super::entry::{Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
@@ -88,7 +87,7 @@ pub struct MetaGetOpts {
 /// changed through it; the changes are applied when the callback returns.
 pub struct MetaEntry<'a> {
     pub key: &'a [u8],
-    pub value: &'a Bytes,
+    pub value: &'a [u8],
     pub flags: u32,
     pub cas: u64,
     /// The state before this request.
@@ -259,7 +258,7 @@ impl Shard {
             .find(hash, |&s| {
                 slots[s as usize]
                     .as_ref()
-                    .is_some_and(|e| e.hash == hash && &*e.key == key)
+                    .is_some_and(|e| e.hash == hash && e.key() == key)
             })
             .copied()
     }
@@ -289,7 +288,7 @@ impl Shard {
         }
         self.free.push(slot);
         self.len -= 1;
-        self.bytes -= self.charge(e.key.len(), e.value.len());
+        self.bytes -= self.charge(e.key().len(), e.value_len());
         self.payload -= e.payload_len() as u64;
         e
     }
@@ -334,7 +333,7 @@ impl Shard {
         &mut self,
         hash: u64,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         expires_at: u64,
         meta: EntryMeta,
@@ -352,15 +351,8 @@ impl Shard {
         self.bytes += self.charge(key.len(), value.len());
         self.payload += (key.len() + value.len()) as u64;
         self.len += 1;
-        self.slots[slot as usize] = Some(Entry {
-            hash,
-            key: key.into(),
-            value,
-            cas,
-            expires_at,
-            flags,
-            meta,
-        });
+        self.slots[slot as usize] =
+            Some(Entry::new(hash, key, value, cas, expires_at, flags, meta));
         let slots = &self.slots;
         self.table.insert_unique(hash, slot, |&s| {
             slots[s as usize].as_ref().map_or(0, |e| e.hash)
@@ -376,7 +368,7 @@ impl Shard {
     fn overwrite(
         &mut self,
         slot: u32,
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         expires_at: u64,
         meta_flags: u32,
@@ -385,11 +377,11 @@ impl Shard {
         let cas = self.next_cas();
         let (old_len, key_len, old_exp, hash) = {
             let e = self.entry(slot);
-            (e.value.len(), e.key.len(), e.expires_at, e.hash)
+            (e.value_len(), e.key().len(), e.expires_at, e.hash)
         };
         let new_len = value.len();
         let e = self.entry_mut(slot);
-        e.value = value;
+        e.set_value(value);
         e.flags = flags;
         e.expires_at = expires_at;
         e.cas = cas;
@@ -418,7 +410,7 @@ impl Shard {
         &mut self,
         hash: u64,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         expires_at: Option<u64>,
         mode: StoreMode,
@@ -441,7 +433,7 @@ impl Shard {
         &mut self,
         hash: u64,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         flags: u32,
         expires_at: Option<u64>,
         mode: StoreMode,
@@ -453,7 +445,9 @@ impl Shard {
         let existing = self.find_live(hash, key, now);
         // memcached's CAS_STALE: an invalidating CAS store older than the entry still lands.
         let mut stale = false;
-        let value = match (existing, mode) {
+        // Append and prepend build the combined value here; everything else stores `value`.
+        let combined: Vec<u8>;
+        let value: &[u8] = match (existing, mode) {
             (Some(_), StoreMode::Add) => return StoreOutcome::NotStored,
             (None, StoreMode::Replace | StoreMode::Append | StoreMode::Prepend) => {
                 return StoreOutcome::NotStored
@@ -477,21 +471,22 @@ impl Shard {
                     return StoreOutcome::Exists;
                 }
                 if opts.max_item_size != 0
-                    && memcached_item_size(key.len(), e.value.len() + value.len(), e.flags)
+                    && memcached_item_size(key.len(), e.value_len() + value.len(), e.flags)
                         > opts.max_item_size
                 {
                     return StoreOutcome::NotStored;
                 }
-                let old = &e.value;
+                let old = e.value();
                 let mut v = Vec::with_capacity(old.len() + value.len());
                 if mode == StoreMode::Append {
                     v.extend_from_slice(old);
-                    v.extend_from_slice(&value);
+                    v.extend_from_slice(value);
                 } else {
-                    v.extend_from_slice(&value);
+                    v.extend_from_slice(value);
                     v.extend_from_slice(old);
                 }
-                Bytes::from(v)
+                combined = v;
+                &combined
             }
             _ => value,
         };
@@ -666,8 +661,8 @@ impl Shard {
     /// it loses the fetched, stale and win marks; one that fits is rewritten in place.
     fn apply_delta(&mut self, s: u32, delta: Delta, now: u64) -> Option<(u64, u64)> {
         let e = self.entry(s);
-        let (old_len, flags, exp, meta) = (e.value.len(), e.flags, e.expires_at, e.meta);
-        let cur = parse_decimal(&e.value)?;
+        let (old_len, flags, exp, meta) = (e.value_len(), e.flags, e.expires_at, e.meta);
+        let cur = parse_decimal(e.value())?;
         let new = match delta {
             Delta::Incr(d) => {
                 self.counters.incr_hits += 1;
@@ -687,7 +682,7 @@ impl Shard {
         if digits.len() < old_len {
             digits.resize(old_len, b' ');
         }
-        let cas = self.overwrite(s, Bytes::from(digits), flags, exp, meta_flags, now);
+        let cas = self.overwrite(s, &digits, flags, exp, meta_flags, now);
         let mut evicted = Vec::new();
         self.fit_after_growth(s, &mut evicted);
         Some((new, cas))
@@ -744,8 +739,8 @@ impl Shard {
     ) -> MetaEntry<'a> {
         let e = self.entry(slot);
         MetaEntry {
-            key: &e.key,
-            value: &e.value,
+            key: e.key(),
+            value: e.value(),
             flags: e.flags,
             cas: e.cas,
             state: e.meta.state(now),
@@ -765,7 +760,7 @@ impl Shard {
         &mut self,
         hash: u64,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         binary_key: bool,
         now: u64,
         evicted: &mut Vec<Entry>,
@@ -819,7 +814,7 @@ impl Shard {
                 if !opts.vivify {
                     return None;
                 }
-                let s = self.vivify(hash, key, Bytes::new(), opts.binary_key, now, evicted)?;
+                let s = self.vivify(hash, key, &[], opts.binary_key, now, evicted)?;
                 (s, true)
             }
         };
@@ -909,8 +904,8 @@ impl Shard {
                     self.count_delta_miss(delta);
                     return MetaDelta::NotFound;
                 };
-                let value = Bytes::from(initial.to_string());
-                match self.vivify(hash, key, value, binary_key, now, evicted) {
+                let value = initial.to_string();
+                match self.vivify(hash, key, value.as_bytes(), binary_key, now, evicted) {
                     Some(s) => (s, initial, true),
                     None => return MetaDelta::NotFound,
                 }
@@ -918,7 +913,7 @@ impl Shard {
             Some(s) => {
                 // memcached's order: an empty value is "non-numeric" before the CAS is compared.
                 let e = self.entry(s);
-                if e.value.is_empty() {
+                if e.value_len() == 0 {
                     return MetaDelta::NonNumeric;
                 }
                 if compare_cas != 0 && compare_cas != e.cas {
@@ -1013,10 +1008,10 @@ impl Shard {
         let (mut bytes, mut payload) = (0, 0);
         for &s in &live {
             let e = self.entry(s);
-            if self.find(e.hash, &e.key) != Some(s) {
+            if self.find(e.hash, e.key()) != Some(s) {
                 return Err(format!("slot {s} is not reachable through the table"));
             }
-            bytes += self.charge(e.key.len(), e.value.len());
+            bytes += self.charge(e.key().len(), e.value_len());
             payload += e.payload_len() as u64;
         }
         if bytes != self.bytes || payload != self.payload {
@@ -1037,7 +1032,7 @@ impl Shard {
 
 pub(crate) fn item_of(e: &Entry) -> Item {
     Item {
-        value: e.value.clone(),
+        value: e.value_bytes(),
         flags: e.flags,
         cas: e.cas,
         expires_at: e.expires_at,

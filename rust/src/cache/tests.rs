@@ -24,25 +24,12 @@ fn cache_with(kind: PolicyKind, max_entries: u64, max_memory: u64) -> (Cache, Ar
 }
 
 fn set(c: &Cache, k: &str, v: &str) -> StoreOutcome {
-    c.store(
-        k.as_bytes(),
-        Bytes::copy_from_slice(v.as_bytes()),
-        0,
-        Ttl::Default,
-        StoreMode::Set,
-    )
-    .unwrap()
+    c.store(k.as_bytes(), v.as_bytes(), 0, Ttl::Default, StoreMode::Set)
+        .unwrap()
 }
 
 fn set_ttl(c: &Cache, k: &str, ttl: Ttl) {
-    c.store(
-        k.as_bytes(),
-        Bytes::from_static(b"v"),
-        0,
-        ttl,
-        StoreMode::Set,
-    )
-    .unwrap();
+    c.store(k.as_bytes(), b"v", 0, ttl, StoreMode::Set).unwrap();
 }
 
 fn get(c: &Cache, k: &str) -> Option<Vec<u8>> {
@@ -107,7 +94,7 @@ fn every_policy_respects_the_memory_limit() {
             let n = rng.random_range(1..2_000);
             c.store(
                 format!("k{i}").as_bytes(),
-                Bytes::from(vec![b'x'; n]),
+                &vec![b'x'; n],
                 0,
                 Ttl::Default,
                 StoreMode::Set,
@@ -131,25 +118,13 @@ fn an_item_larger_than_the_budget_is_refused_and_drops_the_old_value() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 4096);
     set(&c, "k", "small");
     let out = c
-        .store(
-            b"k",
-            Bytes::from(vec![0u8; 8192]),
-            0,
-            Ttl::Default,
-            StoreMode::Set,
-        )
+        .store(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Set)
         .unwrap();
     assert_eq!(out, StoreOutcome::TooLarge);
     assert_eq!(get(&c, "k"), None);
     set(&c, "k", "small");
     let out = c
-        .store(
-            b"k",
-            Bytes::from(vec![0u8; 8192]),
-            0,
-            Ttl::Default,
-            StoreMode::Add,
-        )
+        .store(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Add)
         .unwrap();
     assert_eq!(out, StoreOutcome::NotStored);
     assert_eq!(get(&c, "k"), Some(b"small".to_vec()));
@@ -362,14 +337,8 @@ fn background_sweeper_runs_and_stops() {
 fn storage_modes() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
     let st = |k: &str, v: &str, m| {
-        c.store(
-            k.as_bytes(),
-            Bytes::copy_from_slice(v.as_bytes()),
-            5,
-            Ttl::Default,
-            m,
-        )
-        .unwrap()
+        c.store(k.as_bytes(), v.as_bytes(), 5, Ttl::Default, m)
+            .unwrap()
     };
     assert_eq!(st("k", "x", StoreMode::Replace), StoreOutcome::NotStored);
     assert_eq!(st("k", "x", StoreMode::Append), StoreOutcome::NotStored);
@@ -465,15 +434,8 @@ fn touch_and_gat() {
 #[test]
 fn keys_and_clear() {
     let (c, _) = cache_with(PolicyKind::Hybrid, 0, 0);
-    c.store_keyed(
-        b"text",
-        true,
-        Bytes::from_static(b"1"),
-        0,
-        Ttl::Default,
-        StoreMode::Set,
-    )
-    .unwrap();
+    c.store_keyed(b"text", true, b"1", 0, Ttl::Default, StoreMode::Set)
+        .unwrap();
     set(&c, "raw", "1");
     let mut keys = c.keys();
     keys.sort();
@@ -495,12 +457,12 @@ fn keys_and_clear() {
 fn bad_keys_are_refused() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
     assert!(matches!(
-        c.store(b"", Bytes::new(), 0, Ttl::Default, StoreMode::Set),
+        c.store(b"", b"", 0, Ttl::Default, StoreMode::Set),
         Err(CoreError::BadKey(_))
     ));
     let long = vec![b'k'; LIBRARY_MAX_KEY_LEN + 1];
     assert!(c
-        .store(&long, Bytes::new(), 0, Ttl::Default, StoreMode::Set)
+        .store(&long, b"", 0, Ttl::Default, StoreMode::Set)
         .is_err());
 }
 
@@ -524,7 +486,7 @@ fn random_ops_match_a_model_and_keep_invariants() {
                     } else {
                         Ttl::After(ttl)
                     };
-                    c.store(k.as_bytes(), Bytes::from(v.clone()), 0, t, StoreMode::Set)
+                    c.store(k.as_bytes(), &v.clone(), 0, t, StoreMode::Set)
                         .unwrap();
                     model.insert(k, (v, if ttl == 0 { 0 } else { now + ttl }));
                 }
@@ -585,30 +547,18 @@ fn a_growing_overwrite_never_evicts_the_value_just_written() {
         for k in ["a", "b", "c"] {
             c.store(
                 k.as_bytes(),
-                Bytes::from(vec![b'x'; 300]),
+                &vec![b'x'; 300],
                 0,
                 Ttl::Default,
                 StoreMode::Set,
             )
             .unwrap();
         }
-        c.store(
-            b"a",
-            Bytes::from(vec![b'y'; 1_300]),
-            0,
-            Ttl::Default,
-            StoreMode::Set,
-        )
-        .unwrap();
+        c.store(b"a", &vec![b'y'; 1_300], 0, Ttl::Default, StoreMode::Set)
+            .unwrap();
         assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_300), "{kind}");
-        c.store(
-            b"a",
-            Bytes::from(vec![b'z'; 200]),
-            0,
-            Ttl::Default,
-            StoreMode::Append,
-        )
-        .unwrap();
+        c.store(b"a", &[b'z'; 200], 0, Ttl::Default, StoreMode::Append)
+            .unwrap();
         assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_500), "{kind}");
         assert!(c.stats().bytes <= 2_000);
         ok(&c);

@@ -526,7 +526,7 @@ fn store(r: &Request<'_>, engine: &Engine, mode: StoreMode, quiet: bool, out: &m
         mode
     };
     let value = Bytes::copy_from_slice(r.value);
-    let outcome = engine.cache().store(r.key, value, flags, ttl, cas_mode);
+    let outcome = engine.cache().store(r.key, &value, flags, ttl, cas_mode);
     store_reply(out, h, engine, mode, quiet, outcome.ok());
 }
 
@@ -574,7 +574,7 @@ fn concat(r: &Request<'_>, engine: &Engine, append: bool, quiet: bool, out: &mut
     let (klen, vlen) = (r.key.len(), r.value.len());
     let outcome = engine
         .cache()
-        .store_if(r.key, value, 0, Ttl::Default, mode, |cur| {
+        .store_if(r.key, &value, 0, Ttl::Default, mode, |cur| {
             if h.cas != 0 && cur.cas != h.cas {
                 refusal = status::KEY_EEXISTS;
             } else if !engine.item_fits(klen, cur.value.len() + vlen) {
@@ -621,7 +621,7 @@ fn arith(r: &Request<'_>, engine: &Engine, incr: bool, quiet: bool, out: &mut Ve
             let mut digits = itoa::Buffer::new();
             let value = Bytes::copy_from_slice(digits.format(initial).as_bytes());
             let ttl = ttl_from_exptime(exptime as i64);
-            match cache.store(r.key, value, 0, ttl, StoreMode::Add) {
+            match cache.store(r.key, &value, 0, ttl, StoreMode::Add) {
                 Ok(StoreOutcome::Stored(cas)) => counter_reply(out, h, quiet, initial, cas),
                 Ok(StoreOutcome::TooLarge) | Err(_) => error(out, h, status::ENOMEM),
                 // Someone else created it meanwhile.

@@ -711,7 +711,7 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<Bytes>, engine: &Engine, 
     };
     let res = engine
         .cache()
-        .store_with(&p.key, value, p.flags, p.ttl, p.mode, opts);
+        .store_with(&p.key, &value, p.flags, p.ttl, p.mode, opts);
     let (code, cas): (&[u8], u64) = match res {
         Ok(StoreOutcome::Stored(cas)) => {
             if p.quiet {

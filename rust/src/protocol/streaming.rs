@@ -226,7 +226,7 @@ pub(crate) fn end(uploads: &mut Uploads, engine: &Engine, args: &[&[u8]], out: &
     }
     match engine
         .cache()
-        .store(key, Bytes::from(up.data), up.flags, up.ttl, StoreMode::Set)
+        .store(key, &up.data, up.flags, up.ttl, StoreMode::Set)
     {
         Ok(StoreOutcome::Stored(_)) => out.extend_from_slice(b"STORED\r\n"),
         _ => error(out, "out of memory storing object"),

@@ -396,7 +396,7 @@ fn complete(
                 reply(out, noreply, BAD_CHUNK);
                 return;
             };
-            let msg: &[u8] = match engine.cache().store(&key, value, flags, ttl, mode) {
+            let msg: &[u8] = match engine.cache().store(&key, &value, flags, ttl, mode) {
                 Ok(StoreOutcome::Stored(_)) => b"STORED\r\n",
                 Ok(StoreOutcome::NotStored) => b"NOT_STORED\r\n",
                 Ok(StoreOutcome::Exists) => b"EXISTS\r\n",

@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
@@ -26,6 +25,21 @@ pub(crate) const FLAG_SERIALIZED: u32 = 1;
 
 // The signature below spells the default as a literal so Python's introspection shows it.
 const _: () = assert!(LIBRARY_MAX_KEY_LEN == 65536);
+
+/// A value on its way into the cache: a borrowed `bytes`, or bytes made from something else.
+enum Payload<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(b) => b.as_bytes(),
+            Payload::Owned(v) => v,
+        }
+    }
+}
 
 struct Serializer {
     dumps: Py<PyAny>,
@@ -129,20 +143,21 @@ impl PyCache {
         Ok(&self.core)
     }
 
-    /// The bytes to store and their client flags.
-    fn encode(&self, value: &Bound<'_, PyAny>) -> PyResult<(Bytes, u32)> {
+    /// The bytes to store and their client flags. A `bytes` value is borrowed, not copied: the
+    /// core copies it once, into the entry.
+    fn encode<'py>(&self, value: &Bound<'py, PyAny>) -> PyResult<(Payload<'py>, u32)> {
         if let Ok(b) = value.cast::<PyBytes>() {
-            return Ok((Bytes::copy_from_slice(b.as_bytes()), 0));
+            return Ok((Payload::Bytes(b.clone()), 0));
         }
         if let Some(ser) = &self.serializer {
             let out = ser.dumps.bind(value.py()).call1((value,))?;
             // pickle gives bytes; json gives str, stored as its UTF-8 (json.loads takes bytes).
             if let Ok(b) = out.cast::<PyBytes>() {
-                return Ok((Bytes::copy_from_slice(b.as_bytes()), FLAG_SERIALIZED));
+                return Ok((Payload::Bytes(b.clone()), FLAG_SERIALIZED));
             }
             if let Ok(s) = out.cast::<PyString>() {
                 return Ok((
-                    Bytes::copy_from_slice(s.to_str()?.as_bytes()),
+                    Payload::Owned(s.to_str()?.as_bytes().to_vec()),
                     FLAG_SERIALIZED,
                 ));
             }
@@ -152,7 +167,7 @@ impl PyCache {
             )));
         }
         if let Ok(b) = value.cast::<PyByteArray>() {
-            return Ok((Bytes::from(b.to_vec()), 0));
+            return Ok((Payload::Owned(b.to_vec()), 0));
         }
         Err(type_error(format!(
             "values must be bytes, not {}; pass serializer=pickle (or json) to store other objects",
@@ -191,7 +206,7 @@ impl PyCache {
         let (v, flags) = self.encode(value)?;
         let ttl = ttl_of(ttl)?;
         let out = core
-            .store_keyed(k, text, v, flags, ttl, mode)
+            .store_keyed(k, text, v.as_slice(), flags, ttl, mode)
             .map_err(to_py)?;
         if out == StoreOutcome::TooLarge {
             return Err(to_py(CoreError::TooLarge(format!(
