@@ -323,24 +323,11 @@ impl Cache {
         ttl: Ttl,
         mode: StoreMode,
     ) -> Result<StoreOutcome, CoreError> {
-        self.check_key(key)?;
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl, now);
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let out = shard.lock().store(
-            h,
-            key,
-            value,
-            flags,
-            deadline,
-            mode,
+        let opts = StoreOpts {
             text_key,
-            now,
-            &mut dropped,
-        );
-        drop(dropped);
-        Ok(out)
+            ..StoreOpts::default()
+        };
+        self.store_with(key, value, flags, ttl, mode, opts)
     }
 
     /// Sets a new lifetime on a live entry and returns it (memcached's `touch` and `gat`).

@@ -478,22 +478,34 @@ fn under_recache(e: &MetaEntry<'_>, recache: i32) -> bool {
 // ---------------------------------------------------------------------------------------------
 // mg
 
-fn mget(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
+/// The checks every keyed meta command but `ms` makes first, in memcached's order: a key, its
+/// length, the number of flags, then the flags themselves. `too_many` is the command's own line
+/// for too many flags; `bad_flag`, if given, replaces the flag parser's message.
+fn parse_request<'a>(
+    args: &[&'a [u8]],
+    too_many: &'static [u8],
+    bad_flag: Option<&'static [u8]>,
+) -> Result<(Cow<'a, [u8]>, MetaFlags), &'static [u8]> {
     if args.is_empty() {
-        return out.extend_from_slice(ERROR);
+        return Err(ERROR);
     }
     if args[0].len() > KEY_MAX_LENGTH {
-        return out.extend_from_slice(BAD_FORMAT);
+        return Err(BAD_FORMAT);
     }
     if ntokens(args) > MFLAG_MAX_OPT_LENGTH {
-        return out.extend_from_slice(MG_TOO_MANY_FLAGS);
+        return Err(too_many);
     }
-    let tokens = &args[1..];
     let mut key = Cow::Borrowed(args[0]);
-    let f = match preparse(&mut key, tokens) {
-        Ok(f) => f,
+    let f = preparse(&mut key, &args[1..]).map_err(|msg| bad_flag.unwrap_or(msg))?;
+    Ok((key, f))
+}
+
+fn mget(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
+    let (key, f) = match parse_request(args, MG_TOO_MANY_FLAGS, None) {
+        Ok(parsed) => parsed,
         Err(msg) => return out.extend_from_slice(msg),
     };
+    let tokens = &args[1..];
     let opts = MetaGetOpts {
         bump: !f.no_bump,
         touch: f.ttl.is_some(),
@@ -755,20 +767,12 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<Bytes>, engine: &Engine, 
 // md
 
 fn mdelete(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
-    if args.is_empty() {
-        return out.extend_from_slice(ERROR);
-    }
-    if args[0].len() > KEY_MAX_LENGTH {
-        return out.extend_from_slice(BAD_FORMAT);
-    }
-    if ntokens(args) > MFLAG_MAX_OPT_LENGTH {
-        return out.extend_from_slice(TOO_MANY_FLAGS);
-    }
-    let tokens = &args[1..];
-    let mut key = Cow::Borrowed(args[0]);
-    let Ok(f) = preparse(&mut key, tokens) else {
-        return out.extend_from_slice(INVALID_OR_DUPLICATE);
+    // md and ma report every flag error as "invalid or duplicate flag".
+    let (key, f) = match parse_request(args, TOO_MANY_FLAGS, Some(INVALID_OR_DUPLICATE)) {
+        Ok(parsed) => parsed,
+        Err(msg) => return out.extend_from_slice(msg),
     };
+    let tokens = &args[1..];
     let mut echo = Vec::new();
     if let Err(msg) = echo_opaque_and_key(&mut echo, tokens, &key, f.base64) {
         return out.extend_from_slice(msg);
@@ -792,20 +796,12 @@ fn mdelete(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
 // ma
 
 fn marith(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
-    if args.is_empty() {
-        return out.extend_from_slice(ERROR);
-    }
-    if args[0].len() > KEY_MAX_LENGTH {
-        return out.extend_from_slice(BAD_FORMAT);
-    }
-    if ntokens(args) > MFLAG_MAX_OPT_LENGTH {
-        return out.extend_from_slice(TOO_MANY_FLAGS);
-    }
-    let tokens = &args[1..];
-    let mut key = Cow::Borrowed(args[0]);
-    let Ok(f) = preparse(&mut key, tokens) else {
-        return out.extend_from_slice(INVALID_OR_DUPLICATE);
+    // md and ma report every flag error as "invalid or duplicate flag".
+    let (key, f) = match parse_request(args, TOO_MANY_FLAGS, Some(INVALID_OR_DUPLICATE)) {
+        Ok(parsed) => parsed,
+        Err(msg) => return out.extend_from_slice(msg),
     };
+    let tokens = &args[1..];
     let delta = f.delta.unwrap_or(1);
     let delta = match f.mode {
         None | Some(b'I' | b'+') => Delta::Incr(delta),
