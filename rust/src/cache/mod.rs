@@ -419,6 +419,30 @@ impl Cache {
         mode: StoreMode,
         check: impl FnOnce(&Item) -> bool,
     ) -> Result<Option<StoreOutcome>, CoreError> {
+        self.store_checked(
+            key,
+            value,
+            flags,
+            ttl,
+            mode,
+            &StoreOpts::default(),
+            Some(check),
+        )
+    }
+
+    /// Every store goes through here: under the shard lock, `check` (if any) sees the live entry
+    /// and may refuse the write (`Ok(None)`).
+    #[allow(clippy::too_many_arguments)]
+    fn store_checked(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+        opts: &StoreOpts,
+        check: Option<impl FnOnce(&Item) -> bool>,
+    ) -> Result<Option<StoreOutcome>, CoreError> {
         self.check_key(key)?;
         let now = self.now_ms();
         let deadline = self.deadline(ttl, now);
@@ -426,17 +450,19 @@ impl Cache {
         let mut dropped = Vec::new();
         let out = {
             let mut s = shard.lock();
-            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
-                return Ok(None);
+            if let Some(check) = check {
+                if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
+                    return Ok(None);
+                }
             }
-            s.store(
+            s.store_ext(
                 h,
                 key,
                 value,
                 flags,
                 deadline,
                 mode,
-                false,
+                opts,
                 now,
                 &mut dropped,
             )
@@ -486,24 +512,9 @@ impl Cache {
         mode: StoreMode,
         opts: StoreOpts,
     ) -> Result<StoreOutcome, CoreError> {
-        self.check_key(key)?;
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl, now);
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let out = shard.lock().store_ext(
-            h,
-            key,
-            value,
-            flags,
-            deadline,
-            mode,
-            &opts,
-            now,
-            &mut dropped,
-        );
-        drop(dropped);
-        Ok(out)
+        let unchecked: Option<fn(&Item) -> bool> = None;
+        let out = self.store_checked(key, value, flags, ttl, mode, &opts, unchecked)?;
+        Ok(out.expect("a store without a check is never refused"))
     }
 
     /// A meta delete (memcached's `md`): refused with `Exists` unless the CAS unique is

@@ -403,31 +403,9 @@ impl Shard {
         cas
     }
 
-    /// The core of every storage command. `expires_at` is `None` when the deadline has already
-    /// passed: the write succeeds as memcached's does, and the item is gone at once.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn store(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        expires_at: Option<u64>,
-        mode: StoreMode,
-        text_key: bool,
-        now: u64,
-        evicted: &mut Vec<Entry>,
-    ) -> StoreOutcome {
-        let opts = StoreOpts {
-            text_key,
-            ..StoreOpts::default()
-        };
-        self.store_ext(
-            hash, key, value, flags, expires_at, mode, &opts, now, evicted,
-        )
-    }
-
-    /// `store` with memcached's meta set rules ([`StoreOpts`]).
+    /// The core of every storage command, with memcached's meta set rules ([`StoreOpts`]).
+    /// `expires_at` is `None` when the deadline has already passed: the write succeeds as
+    /// memcached's does, and the item is gone at once.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn store_ext(
         &mut self,
