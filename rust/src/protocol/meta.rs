@@ -36,8 +36,6 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-
 use super::exptime::ttl_from_exptime;
 use super::limits::{KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
 use super::text::{push_num, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE};
@@ -710,7 +708,7 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
 }
 
 /// The data block of an `ms` arrived (`None`: it did not end in `\r\n`).
-pub(crate) fn complete_set(p: PendingSet, data: Option<Bytes>, engine: &Engine, out: &mut Vec<u8>) {
+pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, out: &mut Vec<u8>) {
     let Some(value) = data else {
         return out.extend_from_slice(BAD_CHUNK);
     };
@@ -723,7 +721,7 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<Bytes>, engine: &Engine, 
     };
     let res = engine
         .cache()
-        .store_with(&p.key, &value, p.flags, p.ttl, p.mode, opts);
+        .store_with(&p.key, value, p.flags, p.ttl, p.mode, opts);
     let (code, cas): (&[u8], u64) = match res {
         Ok(StoreOutcome::Stored(cas)) => {
             if p.quiet {

@@ -13,7 +13,6 @@
 //! Errors are one line, `STREAM_ERROR <reason>`. A `set_data` whose header is refused has its
 //! data swallowed so the connection stays in sync.
 
-use bytes::Bytes;
 use hashbrown::HashMap;
 
 use super::exptime::ttl_from_exptime;
@@ -183,13 +182,7 @@ pub(crate) fn data_header(uploads: &mut Uploads, args: &[&[u8]], out: &mut Vec<u
 }
 
 /// The data of a `set_data` arrived.
-pub(crate) fn data(
-    uploads: &mut Uploads,
-    p: PendingChunk,
-    data: Option<Bytes>,
-    _engine: &Engine,
-    out: &mut Vec<u8>,
-) {
+pub(crate) fn data(uploads: &mut Uploads, p: PendingChunk, data: Option<&[u8]>, out: &mut Vec<u8>) {
     let Some(up) = uploads.get_mut(&p.key) else {
         return error(out, "no upload in progress for this key");
     };
@@ -200,7 +193,7 @@ pub(crate) fn data(
     if up.data.capacity() == 0 {
         up.data.reserve_exact(up.total);
     }
-    up.data.extend_from_slice(&data);
+    up.data.extend_from_slice(data);
     up.next += 1;
     out.extend_from_slice(b"OK\r\n");
 }

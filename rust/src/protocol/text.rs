@@ -5,7 +5,7 @@
 //! then wait for `<bytes>\r\n` of data. Meta commands (`mg`, `ms`, ...) and the streaming
 //! extension share this line reader and hand over to `meta` and `streaming`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{
@@ -82,12 +82,9 @@ pub(crate) fn step(
                 st.wait = Wait::Data { pending, len };
                 return Progress::NeedMore;
             }
+            // The block is handed over in place; the cache copies it once, into the entry.
             let block = buf.split_to(len + 2);
-            let data = if &block[len..] == b"\r\n" {
-                Some(Bytes::copy_from_slice(&block[..len]))
-            } else {
-                None
-            };
+            let data = (&block[len..] == b"\r\n").then(|| &block[..len]);
             complete(st, pending, data, engine, out);
             Progress::Again
         }
@@ -276,15 +273,19 @@ fn get(
             out.extend_from_slice(BAD_FORMAT);
             return;
         }
-        let hit = match touch {
-            None => cache.get_with(key, |e| {
-                write_value(out, key, e.flags, e.value, with_cas.then_some(e.cas));
-            }),
-            Some(ttl) => cache.get_and_touch(key, ttl).map(|i| {
-                write_value(out, key, i.flags, &i.value, with_cas.then_some(i.cas));
-            }),
-        };
-        let _ = hit;
+        // A miss writes nothing: only hits get a VALUE block.
+        match touch {
+            None => {
+                cache.get_with(key, |e| {
+                    write_value(out, key, e.flags, e.value, with_cas.then_some(e.cas));
+                });
+            }
+            Some(ttl) => {
+                if let Some(i) = cache.get_and_touch(key, ttl) {
+                    write_value(out, key, i.flags, &i.value, with_cas.then_some(i.cas));
+                }
+            }
+        }
     }
     if !any && touch.is_none() {
         out.extend_from_slice(ERROR);
@@ -380,7 +381,7 @@ fn storage(
 fn complete(
     st: &mut TextState,
     pending: Pending,
-    data: Option<Bytes>,
+    data: Option<&[u8]>,
     engine: &Engine,
     out: &mut Vec<u8>,
 ) {
@@ -396,7 +397,7 @@ fn complete(
                 reply(out, noreply, BAD_CHUNK);
                 return;
             };
-            let msg: &[u8] = match engine.cache().store(&key, &value, flags, ttl, mode) {
+            let msg: &[u8] = match engine.cache().store(&key, value, flags, ttl, mode) {
                 Ok(StoreOutcome::Stored(_)) => b"STORED\r\n",
                 Ok(StoreOutcome::NotStored) => b"NOT_STORED\r\n",
                 Ok(StoreOutcome::Exists) => b"EXISTS\r\n",
@@ -412,7 +413,7 @@ fn complete(
             reply(out, noreply, msg);
         }
         Pending::Meta(p) => meta::complete_set(p, data, engine, out),
-        Pending::Chunk(p) => streaming::data(&mut st.uploads, p, data, engine, out),
+        Pending::Chunk(p) => streaming::data(&mut st.uploads, p, data, out),
     }
 }
 
