@@ -38,7 +38,7 @@ use std::borrow::Cow;
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::{push_num, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE};
+use super::text::{push_num, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE};
 use crate::cache::{
     memcached_item_size, Delta, ItemState, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
     StoreMode, StoreOpts, StoreOutcome, Ttl,
@@ -85,16 +85,8 @@ pub(crate) struct PendingSet {
     echo: Vec<u8>,
 }
 
-pub(crate) enum Outcome {
-    Done,
-    /// Read `len` bytes plus `\r\n`, then call [`complete_set`].
-    NeedData {
-        len: usize,
-        pending: PendingSet,
-    },
-    /// The command was refused (already answered); discard this many bytes of data.
-    Swallow(usize),
-}
+/// What an `ms` leaves the connection waiting for: its data block goes to [`complete_set`].
+pub(crate) type Outcome = Next<PendingSet>;
 
 /// Runs one meta command; `sub` is the command's second letter and `args` the tokens after it.
 pub(crate) fn command(sub: u8, args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
@@ -691,7 +683,7 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
         engine.cache().delete(&key);
         return refuse(out, TOO_LARGE);
     }
-    Outcome::NeedData {
+    Outcome::Read {
         len,
         pending: PendingSet {
             key: key.into_owned(),
@@ -1398,14 +1390,14 @@ mod tests {
             assert_eq!(out, BAD_FORMAT);
         }
         let (o, out) = outcome(b"ms k 4294967298 T5");
-        let Outcome::NeedData { len: 2, pending } = o else {
+        let Outcome::Read { len: 2, pending } = o else {
             panic!()
         };
         assert!(out.is_empty());
         assert_eq!(pending.ttl, Ttl::After(5_000));
         // 16 flags fit (with the command, the key, the length and the terminal token: 20).
         let (o, out) = outcome(b"ms k 1 s t f h l k u P L R1 J1 D1 I O1 v F1");
-        assert!(matches!(o, Outcome::NeedData { len: 1, .. }));
+        assert!(matches!(o, Outcome::Read { len: 1, .. }));
         assert!(out.is_empty());
         let (o, out) = outcome(b"ms k 1 s t f h l k u P L R1 J1 D1 I O1 v F1 q");
         assert!(matches!(o, Outcome::Done));

@@ -17,7 +17,7 @@ use hashbrown::HashMap;
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{DEFAULT_STREAM_CHUNK, KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::push_num;
+use super::text::{push_num, Next};
 use super::tokens::{parse_flags, parse_i64, parse_u64};
 use crate::cache::{StoreMode, StoreOutcome, Ttl};
 use crate::engine::Engine;
@@ -39,14 +39,8 @@ pub(crate) struct PendingChunk {
     key: Vec<u8>,
 }
 
-pub(crate) enum DataHeader {
-    /// Read `len` bytes (+ `\r\n`) and then call [`data`].
-    Read { len: usize, pending: PendingChunk },
-    /// The header was refused (already answered); discard this many bytes.
-    Swallow(usize),
-    /// The header was refused and carries no readable length; nothing to discard.
-    Done,
-}
+/// What a `set_data` header leaves the connection waiting for: its data goes to [`data`].
+pub(crate) type DataHeader = Next<PendingChunk>;
 
 fn error(out: &mut Vec<u8>, reason: &str) {
     out.extend_from_slice(b"STREAM_ERROR ");

@@ -44,6 +44,31 @@ pub(crate) enum Pending {
     Chunk(streaming::PendingChunk),
 }
 
+/// What a command that may carry a data block leaves the connection waiting for.
+pub(crate) enum Next<P> {
+    /// Nothing: the command was answered.
+    Done,
+    /// Read `len` bytes plus `\r\n`, then complete `pending` with them.
+    Read { len: usize, pending: P },
+    /// The command was refused (already answered); discard this many bytes to stay in sync.
+    Swallow(usize),
+}
+
+/// Arms the connection for what a command left it waiting for.
+fn wait_for<P>(st: &mut TextState, next: Next<P>, wrap: fn(P) -> Pending) -> Progress {
+    match next {
+        Next::Done => {}
+        Next::Read { len, pending } => {
+            st.wait = Wait::Data {
+                pending: wrap(pending),
+                len,
+            }
+        }
+        Next::Swallow(len) => st.wait = Wait::Swallow(len),
+    }
+    Progress::Again
+}
+
 #[derive(Default)]
 pub(crate) enum Wait {
     #[default]
@@ -167,20 +192,7 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             .counters
             .cmd_meta
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return match meta::command(cmd[1], args, engine, out) {
-            meta::Outcome::Done => Progress::Again,
-            meta::Outcome::NeedData { len, pending } => {
-                st.wait = Wait::Data {
-                    pending: Pending::Meta(pending),
-                    len,
-                };
-                Progress::Again
-            }
-            meta::Outcome::Swallow(len) => {
-                st.wait = Wait::Swallow(len);
-                Progress::Again
-            }
-        };
+        return wait_for(st, meta::command(cmd[1], args, engine, out), Pending::Meta);
     }
     let ok = |lo: usize, hi: usize| (lo..=hi).contains(&n);
     match cmd {
@@ -233,20 +245,8 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
         b"set_begin" => streaming::begin(&mut st.uploads, engine, args, out),
         b"set_end" => streaming::end(&mut st.uploads, engine, args, out),
         b"set_data" => {
-            return match streaming::data_header(&mut st.uploads, args, out) {
-                streaming::DataHeader::Read { len, pending } => {
-                    st.wait = Wait::Data {
-                        pending: Pending::Chunk(pending),
-                        len,
-                    };
-                    Progress::Again
-                }
-                streaming::DataHeader::Swallow(len) => {
-                    st.wait = Wait::Swallow(len);
-                    Progress::Again
-                }
-                streaming::DataHeader::Done => Progress::Again,
-            };
+            let next = streaming::data_header(&mut st.uploads, args, out);
+            return wait_for(st, next, Pending::Chunk);
         }
         _ if args.last().is_some_and(|t| t.starts_with(b"HTTP/")) => return Progress::Close,
         _ => out.extend_from_slice(ERROR),
