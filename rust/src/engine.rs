@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::Cache;
+use crate::tiered::Tiered;
 
 /// memcached's `-I` default.
 pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
@@ -61,7 +61,7 @@ pub struct ServerCounters {
 }
 
 pub struct Engine {
-    cache: Arc<Cache>,
+    cache: Arc<Tiered>,
     config: EngineConfig,
     started_ms: u64,
     /// Unix ms at which a delayed `flush_all` takes effect; 0 when none is pending.
@@ -72,7 +72,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cache: Arc<Cache>, config: EngineConfig) -> Engine {
+    pub fn new(cache: Arc<Tiered>, config: EngineConfig) -> Engine {
         let started_ms = cache.now_ms();
         Engine {
             cache,
@@ -87,7 +87,7 @@ impl Engine {
 
     /// The cache, after applying a delayed `flush_all` whose time has come.
     #[inline]
-    pub fn cache(&self) -> &Cache {
+    pub fn cache(&self) -> &Tiered {
         let at = self.flush_at.load(Ordering::Relaxed);
         if at != 0 && self.cache.now_ms() >= at {
             // Only the caller that wins the swap clears, so a flush happens once.
@@ -102,7 +102,7 @@ impl Engine {
         &self.cache
     }
 
-    pub fn shared_cache(&self) -> &Arc<Cache> {
+    pub fn shared_cache(&self) -> &Arc<Tiered> {
         &self.cache
     }
 

@@ -18,6 +18,16 @@ pub enum CoreError {
     /// incr/decr on a value that is not a decimal number.
     #[error("cannot increment or decrement non-numeric value")]
     NonNumeric,
+    /// The L2 cannot be opened or used: the message names the path and what to do.
+    #[error("{0}")]
+    Persistence(String),
+    /// An L2 write failed because the disk is full; the server answers
+    /// `SERVER_ERROR out of disk space` and keeps serving from L1.
+    #[error("{0}")]
+    DiskFull(String),
+    /// Another L2 read or write failure.
+    #[error("{0}")]
+    Disk(String),
     /// The cache was shut down.
     #[error("the cache is shut down")]
     Closed,

@@ -17,9 +17,12 @@ pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod protocol;
+pub mod store;
+pub mod tiered;
 
 #[cfg(feature = "python")]
 mod py;
 
 pub use cache::{Cache, CacheConfig, PolicyKind, Ttl};
 pub use error::CoreError;
+pub use tiered::Tiered;

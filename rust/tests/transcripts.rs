@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ratmemcache::cache::{Cache, CacheConfig};
 use ratmemcache::engine::{Engine, EngineConfig};
 use ratmemcache::protocol::Session;
+use ratmemcache::Tiered;
 
 struct Step {
     send: Vec<u8>,
@@ -92,7 +93,7 @@ fn session(max_item_size: usize) -> Session {
         cleanup_interval_ms: 0,
         ..Default::default()
     };
-    let cache = Arc::new(Cache::new(cfg).unwrap());
+    let cache = Tiered::memory(Cache::new(cfg).unwrap());
     let engine = Engine::new(
         cache,
         EngineConfig {

@@ -18,7 +18,7 @@ mod shard;
 mod stats;
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,11 +32,12 @@ pub use entry::{Item, ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD};
 pub use policy::{PolicyKind, UnknownPolicy};
 pub use shard::{
     memcached_item_size, Delta, DeltaOutcome, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
-    StoreMode, StoreOpts, StoreOutcome,
+    Snapshot, StoreMode, StoreOpts, StoreOutcome,
 };
 pub use stats::{CacheStats, Counters};
 
 use crate::error::CoreError;
+use entry::Entry;
 use shard::Shard;
 
 /// A write's lifetime, before the cache's `default_ttl` and `max_ttl` are applied.
@@ -94,7 +95,12 @@ struct Inner {
     hasher: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
     config: CacheConfig,
+    /// Where live entries go when they are evicted (the L2's write-back), if anywhere.
+    demote: OnceLock<Demote>,
 }
+
+/// Receives each live entry that eviction pushes out of the L1, after the shard lock is released.
+pub type Demote = Box<dyn Fn(&[u8], Snapshot) + Send + Sync>;
 
 /// Batch size of the background sweep: slots examined per lock acquisition.
 const SWEEP_BATCH: usize = 256;
@@ -211,6 +217,7 @@ impl Cache {
             hasher: foldhash::fast::RandomState::default(),
             clock,
             config,
+            demote: OnceLock::new(),
         });
         let sweeper = match inner.config.cleanup_interval_ms {
             0 => None,
@@ -230,9 +237,36 @@ impl Cache {
         &self.inner.config
     }
 
+    /// Sends every live entry that eviction pushes out from now on to `f` (once per cache).
+    pub fn set_demotion(&self, f: Demote) {
+        let _ = self.inner.demote.set(f);
+    }
+
+    /// Frees what a write dropped, outside the shard lock; live entries other than `key` itself
+    /// were evicted and go to the demotion hook, if there is one.
+    #[inline]
+    fn release(&self, key: &[u8], dropped: Vec<Entry>) {
+        if dropped.is_empty() {
+            return;
+        }
+        if let Some(demote) = self.inner.demote.get() {
+            let now = self.now_ms();
+            for e in &dropped {
+                if e.is_live(now) && e.key() != key {
+                    demote(e.key(), Snapshot::of_entry(e));
+                }
+            }
+        }
+        drop(dropped);
+    }
+
     #[inline]
     pub fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     #[inline]
@@ -337,7 +371,7 @@ impl Cache {
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
         let out = shard.lock().touch(h, key, deadline, now, &mut dropped);
-        drop(dropped);
+        self.release(key, dropped);
         out
     }
 
@@ -356,7 +390,7 @@ impl Cache {
                 None
             }
         };
-        drop(dropped);
+        self.release(key, dropped);
         out
     }
 
@@ -467,7 +501,7 @@ impl Cache {
                 &mut dropped,
             )
         };
-        drop(dropped);
+        self.release(key, dropped);
         Ok(Some(out))
     }
 
@@ -490,7 +524,7 @@ impl Cache {
         let out = shard
             .lock()
             .get_meta(h, key, now, &opts, &self.inner.config, &mut dropped, f);
-        drop(dropped);
+        self.release(key, dropped);
         out
     }
 
@@ -566,7 +600,7 @@ impl Cache {
             &mut dropped,
             f,
         );
-        drop(dropped);
+        self.release(key, dropped);
         out
     }
 
@@ -643,6 +677,63 @@ impl Cache {
                 .map_err(|e| format!("shard {i}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// A live entry's whole state, without counting a read or touching the eviction order.
+    pub fn export(&self, key: &[u8]) -> Option<Snapshot> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        shard.lock().export(h, key, now)
+    }
+
+    /// Puts an entry back as it was (see `Shard::restore`); returns whether it was stored.
+    pub fn restore(&self, key: &[u8], snap: &Snapshot, replace: bool, evict: bool) -> bool {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let stored = shard
+            .lock()
+            .restore(h, key, snap, replace, evict, now, &mut dropped);
+        self.release(key, dropped);
+        stored
+    }
+
+    /// Removes an entry without counting a delete (it moved to another tier).
+    pub fn remove_quiet(&self, key: &[u8]) -> bool {
+        let (h, shard) = self.locate(key);
+        let removed = shard.lock().remove_quiet(h, key);
+        removed.is_some()
+    }
+
+    /// A private one-shard cache with this cache's rules, no limits and no sweeper, for running
+    /// one command on an item that lives outside the L1 (a large value in the L2). Its CAS
+    /// uniques come from `key`'s shard, so they are unique in this cache too.
+    pub fn detached(&self, key: &[u8]) -> Cache {
+        let config = CacheConfig {
+            max_memory: 0,
+            max_entries: 0,
+            eviction: PolicyKind::Fifo,
+            cleanup_interval_ms: 0,
+            shards: 1,
+            ..self.inner.config.clone()
+        };
+        let scratch = Cache::with_clock(config, self.inner.clock.clone())
+            .expect("a copy of a valid config with one shard is valid");
+        let cas = self.locate(key).1.lock().reserve_cas(16);
+        scratch.inner.shards[0].0.lock().adopt_cas(cas);
+        scratch
+    }
+
+    /// Adds a detached cache's counters to `key`'s shard, so `stats` counts its commands.
+    pub fn absorb_counters(&self, key: &[u8], other: &Cache) {
+        let c = other.inner.shards[0].0.lock().counters;
+        self.locate(key).1.lock().counters += c;
+    }
+
+    /// Takes back a get miss that a lower tier turned into a hit.
+    pub fn uncount_miss(&self, key: &[u8]) {
+        let mut s = self.locate(key).1.lock();
+        s.counters.get_misses = s.counters.get_misses.saturating_sub(1);
     }
 
     /// Makes every future CAS unique larger than `floor`.

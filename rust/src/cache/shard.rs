@@ -3,6 +3,7 @@
 //! Single-threaded by design: every method takes `&mut self`, and the facade in `mod.rs` holds
 //! the shard's lock around each call. Hashes are computed once by the facade and passed in.
 
+use bytes::Bytes;
 use hashbrown::HashTable;
 
 use super::entry::{Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
@@ -129,7 +130,41 @@ impl MetaEntry<'_> {
     pub fn take_win(&mut self) {
         self.win = true;
     }
+
+    /// This request changes the entry beyond reading it (created it, set a TTL, took the win
+    /// token): what a persistent tier must write back.
+    pub fn changed(&self) -> bool {
+        self.created || self.new_deadline.is_some() || self.win
+    }
 }
+
+/// An entry's whole state, as it moves between the L1 and the L2.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub value: Bytes,
+    pub flags: u32,
+    pub cas: u64,
+    /// Unix ms; 0 = never.
+    pub expires_at: u64,
+    /// The entry's meta bits (text key, fetched, stale, win sent, binary key), in the low 5
+    /// bits: the L2 record stores them as they are.
+    pub meta: u8,
+}
+
+impl Snapshot {
+    pub(crate) fn of_entry(e: &Entry) -> Snapshot {
+        Snapshot {
+            value: e.value_bytes(),
+            flags: e.flags,
+            cas: e.cas,
+            expires_at: e.expires_at,
+            meta: (e.meta.flags() >> META_SHIFT) as u8,
+        }
+    }
+}
+
+/// Where the five meta bits sit in `EntryMeta` (above its 27-bit clock).
+const META_SHIFT: u32 = 27;
 
 /// Result of a meta arithmetic request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -908,6 +943,72 @@ impl Shard {
         let (d, win) = (me.new_deadline, me.win);
         self.finish_meta(slot, d, win, false, now, evicted);
         MetaDelta::Done(r)
+    }
+
+    /// A live entry's whole state, without counting a read or touching the eviction order.
+    pub(crate) fn export(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Snapshot> {
+        let s = self.find_live(hash, key, now)?;
+        Some(Snapshot::of_entry(self.entry(s)))
+    }
+
+    /// Puts an entry back exactly as it was (its CAS unique, flags, deadline and meta bits), for
+    /// promotion from the L2 and warm-up. An existing entry is kept unless `replace`. With
+    /// `evict` off nothing is evicted to make room, and the entry is not stored if it doesn't
+    /// fit. Returns whether it was stored. Not counted as a command.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        snap: &Snapshot,
+        replace: bool,
+        evict: bool,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> bool {
+        if snap.expires_at != 0 && snap.expires_at <= now {
+            return false;
+        }
+        let charge = self.charge(key.len(), snap.value.len());
+        if charge > self.limit_bytes {
+            return false;
+        }
+        if let Some(s) = self.find_live(hash, key, now) {
+            if !replace {
+                return false;
+            }
+            evicted.push(self.remove_slot(s, RemoveReason::Deleted));
+        }
+        if !evict && self.over_limits(charge, 1) {
+            return false;
+        }
+        self.make_room(charge, 1, evicted);
+        let meta = EntryMeta::new(u32::from(snap.meta) << META_SHIFT, now);
+        let (slot, _) = self.insert_new(hash, key, &snap.value, snap.flags, snap.expires_at, meta);
+        self.counters.total_items -= 1;
+        self.raise_cas_floor(snap.cas);
+        self.entry_mut(slot).cas = snap.cas;
+        true
+    }
+
+    /// Removes an entry without counting a delete (it moved to the other tier).
+    pub(crate) fn remove_quiet(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
+        let s = self.find(hash, key)?;
+        Some(self.remove_slot(s, RemoveReason::Deleted))
+    }
+
+    /// Hands out `n` CAS uniques for a detached shard to use ([`Shard::adopt_cas`]), so an
+    /// item operated on outside the L1 still gets uniques that no L1 entry has.
+    pub(crate) fn reserve_cas(&mut self, n: u64) -> (u64, u32, u64) {
+        let start = self.cas_counter;
+        self.cas_counter += n;
+        (start, self.cas_shift, self.cas_tag)
+    }
+
+    pub(crate) fn adopt_cas(&mut self, (counter, shift, tag): (u64, u32, u64)) {
+        self.cas_counter = counter;
+        self.cas_shift = shift;
+        self.cas_tag = tag;
     }
 
     pub(crate) fn reset_counters(&mut self) {

@@ -774,6 +774,7 @@ mod tests {
 
     use super::*;
     use crate::cache::{Cache, CacheConfig, ManualClock};
+    use crate::tiered::Tiered;
     use crate::engine::EngineConfig;
     use crate::protocol::Session;
 
@@ -790,7 +791,7 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
-        (Arc::new(Engine::new(Arc::new(cache), cfg)), clock)
+        (Arc::new(Engine::new(Tiered::memory(cache), cfg)), clock)
     }
 
     fn engine() -> Arc<Engine> {
@@ -1411,7 +1412,7 @@ mod tests {
         )
         .unwrap();
         let mut s = Session::new(Arc::new(Engine::new(
-            Arc::new(cache),
+            Tiered::memory(cache),
             EngineConfig::default(),
         )));
         err(

@@ -38,7 +38,10 @@ use std::borrow::Cow;
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::{push_num, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE};
+use super::text::{
+    push_num, store_failure, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE,
+};
+use crate::error::CoreError;
 use crate::cache::{
     memcached_item_size, Delta, ItemState, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
     StoreMode, StoreOpts, StoreOutcome, Ttl,
@@ -724,6 +727,9 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, 
         Ok(StoreOutcome::NotStored) => (b"NS", 0),
         Ok(StoreOutcome::Exists) => (b"EX", 0),
         Ok(StoreOutcome::NotFound) => (b"NF", 0),
+        Err(e @ (CoreError::DiskFull(_) | CoreError::Disk(_))) => {
+            return out.extend_from_slice(store_failure(&e));
+        }
         Ok(StoreOutcome::TooLarge) | Err(_) => {
             engine
                 .counters
@@ -949,6 +955,7 @@ mod tests {
 
     use super::*;
     use crate::cache::{Cache, CacheConfig, ManualClock};
+    use crate::tiered::Tiered;
     use crate::engine::EngineConfig;
     use crate::protocol::Session;
 
@@ -971,7 +978,7 @@ mod tests {
                 cleanup_interval_ms: 0,
                 ..Default::default()
             };
-            let cache = Arc::new(Cache::with_clock(cfg, clock.clone()).unwrap());
+            let cache = Tiered::memory(Cache::with_clock(cfg, clock.clone()).unwrap());
             let engine = Engine::new(
                 cache,
                 EngineConfig {
@@ -992,7 +999,7 @@ mod tests {
             String::from_utf8_lossy(&out).into_owned()
         }
 
-        fn cache(&self) -> &Cache {
+        fn cache(&self) -> &Tiered {
             self.session.engine().cache()
         }
     }
@@ -1000,7 +1007,7 @@ mod tests {
     /// Runs `command` directly, for the outcomes the session hides.
     fn outcome(line: &[u8]) -> (Outcome, Vec<u8>) {
         let engine = Engine::new(
-            Arc::new(Cache::new(CacheConfig::default()).unwrap()),
+            Tiered::memory(Cache::new(CacheConfig::default()).unwrap()),
             EngineConfig::default(),
         );
         let toks: Vec<&[u8]> = super::super::tokens::split(line).collect();

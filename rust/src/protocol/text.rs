@@ -17,6 +17,7 @@ use super::streaming;
 use super::tokens::{parse_flags, parse_i64, parse_u64, split};
 use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
 use crate::engine::{Engine, MEMCACHED_VERSION};
+use crate::error::CoreError;
 
 /// memcached's `MAX_TOKENS` less the terminating empty token: longer lines are not a valid
 /// command for anything but the get family.
@@ -27,6 +28,19 @@ pub(crate) const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n"
 pub(crate) const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 pub(crate) const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub(crate) const NO_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// An L2 write failed for lack of space: the item may be in memory but is not persisted.
+pub(crate) const NO_DISK: &[u8] = b"SERVER_ERROR out of disk space\r\n";
+pub(crate) const DISK_ERROR: &[u8] = b"SERVER_ERROR disk error\r\n";
+
+/// The reply to a store that failed with `e`.
+pub(crate) fn store_failure(e: &crate::error::CoreError) -> &'static [u8] {
+    use crate::error::CoreError::*;
+    match e {
+        DiskFull(_) => NO_DISK,
+        Disk(_) | Persistence(_) | Closed => DISK_ERROR,
+        _ => NO_MEMORY,
+    }
+}
 const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
 const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
 const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
@@ -402,6 +416,7 @@ fn complete(
                 Ok(StoreOutcome::NotStored) => b"NOT_STORED\r\n",
                 Ok(StoreOutcome::Exists) => b"EXISTS\r\n",
                 Ok(StoreOutcome::NotFound) => b"NOT_FOUND\r\n",
+                Err(e @ (CoreError::DiskFull(_) | CoreError::Disk(_))) => store_failure(&e),
                 Ok(StoreOutcome::TooLarge) | Err(_) => {
                     engine
                         .counters

@@ -1,0 +1,1026 @@
+//! The L2 on disk: one redb file, written by one writer thread that commits in groups.
+//!
+//! Writers never touch redb themselves. A write (a put or a delete of one key) goes into the
+//! `pending` map and, when the sync policy asks for it, waits until the batch holding it is
+//! committed. The writer thread swaps `pending` out as `committing`, applies it in one write
+//! transaction and commits; writes that arrive meanwhile gather in the next batch, so with
+//! `sync = "always"` a hundred concurrent clients share one fsync instead of queueing for a
+//! hundred. Readers look in `pending`, then `committing`, then the file, so a write is visible
+//! to every reader the moment it is queued.
+//!
+//! Each record is indexed twice, by write time (`by_age`: the order L2 evicts in when it is over
+//! `max_disk_size`, and the reverse of the warm-up order) and by deadline (`by_expiry`: the
+//! background sweep deletes expired records without scanning the rest).
+//!
+//! A failed commit (a full disk, say) puts its batch back in front of newer writes and is
+//! retried with a back-off; until one succeeds, writes that wait are answered with the error and
+//! writes that don't are refused, so nothing is acknowledged that can't be kept. redb asks to be
+//! reopened after an I/O error, which the writer does before its next attempt.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageError, TableDefinition,
+};
+
+use super::record::{self, Compression, Header};
+use crate::cache::Clock;
+use crate::error::CoreError;
+
+/// The database file inside `data_dir`.
+pub const FILE_NAME: &str = "ratmemcache-l2.redb";
+
+const ITEMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("items");
+const BY_AGE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("by_age");
+const BY_EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("by_expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Bytes charged per record besides its key and encoded record: two index keys (a u64 and the
+/// key again) and redb's per-entry bookkeeping, roughly.
+const RECORD_OVERHEAD: u64 = 48;
+/// Queued bytes past which writers wait for the writer thread (backpressure).
+const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Records deleted per transaction by the expiry sweep, so it never holds the writer for long.
+const SWEEP_BATCH: usize = 4096;
+
+/// When commits are made durable (fsync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every write waits for a durable commit: nothing acknowledged is lost, even to SIGKILL or
+    /// a power cut. Concurrent writers share commits.
+    Always,
+    /// Commits are made durable at least every `sync_interval`: a crash loses at most that much.
+    Periodic,
+    /// Durable only at a clean shutdown (and at each expiry sweep): fastest, a crash may lose
+    /// everything written since.
+    Never,
+}
+
+/// What to do with an L2 file that fails its integrity check at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCorruption {
+    /// Refuse to start, naming the file.
+    Fail,
+    /// Move the file aside (`<name>.corrupt-<unix time>`) and start empty.
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub dir: PathBuf,
+    /// Budget for records and their indexes (see `RECORD_OVERHEAD`); 0 = unlimited.
+    pub max_disk_size: u64,
+    pub sync: SyncMode,
+    pub sync_interval: Duration,
+    pub compression: Compression,
+    pub on_corruption: OnCorruption,
+    pub clear_on_startup: bool,
+    /// How often expired records are deleted; zero turns the sweep off.
+    pub cleanup_interval: Duration,
+    /// redb's page cache.
+    pub page_cache: usize,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            dir: PathBuf::from("ratmemcache-data"),
+            max_disk_size: 1 << 30,
+            sync: SyncMode::Periodic,
+            sync_interval: Duration::from_secs(1),
+            compression: Compression::default(),
+            on_corruption: OnCorruption::Fail,
+            clear_on_startup: false,
+            cleanup_interval: Duration::from_secs(60),
+            page_cache: 32 << 20,
+        }
+    }
+}
+
+/// Counters for `stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiskStats {
+    pub items: u64,
+    pub bytes: u64,
+    pub file_bytes: u64,
+    pub reads: u64,
+    pub hits: u64,
+    pub writes: u64,
+    pub commits: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub errors: u64,
+    pub max_cas: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Arc<[u8]>),
+    Delete,
+}
+
+impl Op {
+    fn size(&self, key: &[u8]) -> usize {
+        key.len()
+            + match self {
+                Op::Put(r) => r.len(),
+                Op::Delete => 0,
+            }
+    }
+}
+
+type Batch = HashMap<Box<[u8]>, Op>;
+
+#[derive(Default)]
+struct State {
+    pending: Batch,
+    committing: Batch,
+    /// A `clear` is queued in `pending` / being applied: keys not in the maps are gone.
+    clear_pending: bool,
+    clear_committing: bool,
+    pending_bytes: usize,
+    /// The batch now gathering in `pending`; `done` is the last batch finished.
+    batch: u64,
+    done: u64,
+    /// The last failed batches, for writers that wait on them.
+    failures: VecDeque<(u64, DiskFailure)>,
+    /// Set while commits fail; cleared by the next good one.
+    failing: Option<DiskFailure>,
+    want_durable: bool,
+    /// An expiry sweep was asked for (`sweep_expired`); `sweeps` counts the ones finished.
+    sweep_requested: bool,
+    sweeps: u64,
+    stop: bool,
+}
+
+impl State {
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.clear_pending || self.want_durable
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskFailure {
+    NoSpace,
+    Io,
+}
+
+impl DiskFailure {
+    fn of(e: &StorageError) -> DiskFailure {
+        match e {
+            StorageError::Io(io) if is_no_space(io) => DiskFailure::NoSpace,
+            _ => DiskFailure::Io,
+        }
+    }
+
+    fn error(self, path: &Path) -> CoreError {
+        match self {
+            DiskFailure::NoSpace => CoreError::DiskFull(format!(
+                "out of disk space writing {}; free some space (it is retried)",
+                path.display()
+            )),
+            DiskFailure::Io => CoreError::Disk(format!(
+                "an I/O error writing {}; see the server log",
+                path.display()
+            )),
+        }
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    hits: AtomicU64,
+    writes: AtomicU64,
+    commits: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    errors: AtomicU64,
+    items: AtomicU64,
+    bytes: AtomicU64,
+    max_cas: AtomicU64,
+}
+
+struct Shared {
+    path: PathBuf,
+    cfg: DiskConfig,
+    clock: Arc<dyn Clock>,
+    db: RwLock<Option<Arc<Database>>>,
+    state: Mutex<State>,
+    /// Wakes the writer thread.
+    work: Condvar,
+    /// Wakes writers waiting for a batch.
+    finished: Condvar,
+    counters: Counters,
+}
+
+/// The persistent tier. Every method takes `&self`; share it in an `Arc`.
+pub struct DiskStore {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A record read back: its header and raw value.
+pub type Loaded = (Header, Vec<u8>);
+
+impl DiskStore {
+    /// Opens (or creates) `cfg.dir/FILE_NAME`. Every failure is one line naming the path and
+    /// what to do about it.
+    pub fn open(cfg: DiskConfig, clock: Arc<dyn Clock>) -> Result<DiskStore, CoreError> {
+        let dir = &cfg.dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CoreError::Persistence(format!(
+                "cannot create the L2 data dir {}: {e}; create it, or set [l2] data_dir to a \
+                 writable directory",
+                dir.display()
+            ))
+        })?;
+        check_writable(dir)?;
+        let path = dir.join(FILE_NAME);
+        if cfg.clear_on_startup && path.exists() {
+            std::fs::remove_file(&path).map_err(|e| {
+                CoreError::Persistence(format!(
+                    "cannot remove {} for clear_on_startup: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        let db = match open_db(&path, cfg.page_cache) {
+            Ok(db) => db,
+            Err(Opened::Corrupt(why)) if cfg.on_corruption == OnCorruption::Reset => {
+                let aside = move_aside(&path)?;
+                log::warn!(
+                    "the L2 file {} is corrupt ({why}); moved it to {} and started empty \
+                     ([l2] on_corruption = \"reset\")",
+                    path.display(),
+                    aside.display()
+                );
+                open_db(&path, cfg.page_cache).map_err(|e| e.into_error(&path))?
+            }
+            Err(e) => return Err(e.into_error(&path)),
+        };
+        let shared = Arc::new(Shared {
+            path,
+            cfg,
+            clock,
+            db: RwLock::new(Some(Arc::new(db))),
+            state: Mutex::new(State {
+                batch: 1,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            finished: Condvar::new(),
+            counters: Counters::default(),
+        });
+        shared.init()?;
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("ratmemcache-l2".into())
+            .spawn(move || s.writer_loop())
+            .map_err(|e| CoreError::Persistence(format!("cannot start the L2 writer: {e}")))?;
+        Ok(DiskStore {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub fn config(&self) -> &DiskConfig {
+        &self.shared.cfg
+    }
+
+    /// The largest CAS unique ever stored: the L1 must hand out larger ones after a restart.
+    pub fn max_cas(&self) -> u64 {
+        self.shared.counters.max_cas.load(Ordering::Relaxed)
+    }
+
+    /// Reads a live record. An expired one is reported absent and queued for deletion; a record
+    /// that fails to decode is logged, counted and deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Loaded>, CoreError> {
+        let sh = &self.shared;
+        sh.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let queued = {
+            let st = sh.state.lock();
+            match st.pending.get(key).or_else(|| {
+                if st.clear_pending {
+                    None
+                } else {
+                    st.committing.get(key)
+                }
+            }) {
+                Some(op) => Some(op.clone()),
+                None if st.clear_pending || st.clear_committing => return Ok(None),
+                None => None,
+            }
+        };
+        let bytes: Arc<[u8]> = match queued {
+            Some(Op::Delete) => return Ok(None),
+            Some(Op::Put(r)) => r,
+            None => match sh.read(|db| {
+                let tx = db.begin_read()?;
+                let t = match tx.open_table(ITEMS) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(t.get(key)?.map(|g| Arc::<[u8]>::from(g.value())))
+            })? {
+                Some(r) => r,
+                None => return Ok(None),
+            },
+        };
+        match record::decode(&bytes) {
+            Ok((h, v)) if h.is_live(sh.clock.now_ms()) => {
+                sh.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some((h, v)))
+            }
+            Ok(_) => {
+                self.enqueue(key, Op::Delete);
+                Ok(None)
+            }
+            Err(e) => {
+                sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "L2 record unreadable in {}: {e}; it is deleted",
+                    sh.path.display()
+                );
+                self.enqueue(key, Op::Delete);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores a record; with `sync = "always"` (or `wait`) returns once it is committed.
+    pub fn put(&self, key: &[u8], h: &Header, value: &[u8], wait: bool) -> Result<(), CoreError> {
+        let rec: Arc<[u8]> = record::encode(h, value, self.shared.cfg.compression).into();
+        self.write(key, Op::Put(rec), wait)
+    }
+
+    /// Deletes a record, if there is one.
+    pub fn delete(&self, key: &[u8], wait: bool) -> Result<(), CoreError> {
+        self.write(key, Op::Delete, wait)
+    }
+
+    fn write(&self, key: &[u8], op: Op, wait: bool) -> Result<(), CoreError> {
+        let sh = &self.shared;
+        let wait = wait || sh.cfg.sync == SyncMode::Always;
+        let mut st = sh.state.lock();
+        if let Some(f) = st.failing {
+            // Refuse while the disk is failing; the queued batch is retried meanwhile.
+            return Err(f.error(&sh.path));
+        }
+        while st.pending_bytes > MAX_PENDING_BYTES && !st.stop {
+            sh.finished.wait_for(&mut st, Duration::from_millis(100));
+            if let Some(f) = st.failing {
+                return Err(f.error(&sh.path));
+            }
+        }
+        if st.stop {
+            return Err(CoreError::Closed);
+        }
+        let batch = queue(&mut st, key, op);
+        sh.counters.writes.fetch_add(1, Ordering::Relaxed);
+        sh.work.notify_one();
+        if !wait {
+            return Ok(());
+        }
+        st.want_durable |= sh.cfg.sync == SyncMode::Always;
+        while st.done < batch {
+            sh.finished.wait(&mut st);
+        }
+        match st.failures.iter().find(|(b, _)| *b == batch) {
+            Some((_, f)) => Err(f.error(&sh.path)),
+            None => Ok(()),
+        }
+    }
+
+    fn enqueue(&self, key: &[u8], op: Op) {
+        let mut st = self.shared.state.lock();
+        if !st.stop {
+            queue(&mut st, key, op);
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Drops every record.
+    pub fn clear(&self, wait: bool) -> Result<(), CoreError> {
+        let sh = &self.shared;
+        let mut st = sh.state.lock();
+        st.pending.clear();
+        st.pending_bytes = 0;
+        st.clear_pending = true;
+        let batch = st.batch;
+        sh.work.notify_one();
+        if wait || sh.cfg.sync == SyncMode::Always {
+            st.want_durable |= sh.cfg.sync == SyncMode::Always;
+            while st.done < batch {
+                sh.finished.wait(&mut st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every write queued so far is committed; `durable` makes that commit fsync.
+    pub fn flush(&self, durable: bool) -> Result<(), CoreError> {
+        let sh = &self.shared;
+        let mut st = sh.state.lock();
+        if st.stop {
+            return Ok(());
+        }
+        st.want_durable |= durable;
+        let batch = st.batch;
+        sh.work.notify_one();
+        while st.done < batch {
+            sh.finished.wait(&mut st);
+        }
+        match st.failures.iter().find(|(b, _)| *b == batch) {
+            Some((_, f)) => Err(f.error(&sh.path)),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits what is queued durably, stops the writer thread and closes the file. Idempotent.
+    pub fn close(&self) -> Result<(), CoreError> {
+        let flushed = self.flush(true);
+        {
+            let mut st = self.shared.state.lock();
+            st.stop = true;
+            self.shared.work.notify_all();
+            self.shared.finished.notify_all();
+        }
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        self.shared.db.write().take();
+        flushed
+    }
+
+    /// Records in the file, keys only, most recently written first, starting after `cursor`
+    /// (exclusive); up to `limit`. For the warm-up.
+    #[allow(clippy::type_complexity)]
+    pub fn recent_keys(
+        &self,
+        cursor: Option<&(u64, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
+        self.shared.read(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(BY_AGE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::with_capacity(limit);
+            let range = match cursor {
+                Some((at, k)) => t.range::<(u64, &[u8])>(..(*at, k.as_slice()))?,
+                None => t.range::<(u64, &[u8])>(..)?,
+            };
+            for r in range.rev().take(limit) {
+                let (k, _) = r?;
+                let (at, key) = k.value();
+                out.push((at, key.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every live key (committed or queued), for the library's `keys()`.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, CoreError> {
+        self.flush(false)?;
+        let now = self.shared.clock.now_ms();
+        self.shared.read(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(ITEMS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for r in t.iter()? {
+                let (k, v) = r?;
+                if record::decode_header(v.value()).is_ok_and(|h| h.is_live(now)) {
+                    out.push(k.value().to_vec());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records committed so far (expired ones not yet swept included).
+    pub fn len(&self) -> u64 {
+        self.shared.counters.items.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> DiskStats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DiskStats {
+            items: l(&c.items),
+            bytes: l(&c.bytes),
+            file_bytes: std::fs::metadata(&self.shared.path).map_or(0, |m| m.len()),
+            reads: l(&c.reads),
+            hits: l(&c.hits),
+            writes: l(&c.writes),
+            commits: l(&c.commits),
+            evictions: l(&c.evictions),
+            expirations: l(&c.expirations),
+            errors: l(&c.errors),
+            max_cas: l(&c.max_cas),
+        }
+    }
+
+    /// Runs the expiry sweep now and waits for it (the writer thread runs it every
+    /// `cleanup_interval`). Returns the records it deleted.
+    pub fn sweep_expired(&self) -> Result<u64, CoreError> {
+        let sh = &self.shared;
+        let before = sh.counters.expirations.load(Ordering::Relaxed);
+        let mut st = sh.state.lock();
+        if st.stop {
+            return Ok(0);
+        }
+        // The writer thread owns the write transactions and the counters they update.
+        let target = st.sweeps + 1;
+        st.sweep_requested = true;
+        sh.work.notify_one();
+        while st.sweeps < target && !st.stop {
+            sh.finished.wait(&mut st);
+        }
+        Ok(sh.counters.expirations.load(Ordering::Relaxed) - before)
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            log::error!("closing the L2 file {}: {e}", self.shared.path.display());
+        }
+    }
+}
+
+/// Queues `op` for `key` in the gathering batch; returns that batch's number.
+fn queue(st: &mut State, key: &[u8], op: Op) -> u64 {
+    let size = op.size(key);
+    if let Some(old) = st.pending.insert(key.into(), op) {
+        st.pending_bytes -= old.size(key);
+    }
+    st.pending_bytes += size;
+    st.batch
+}
+
+fn check_writable(dir: &Path) -> Result<(), CoreError> {
+    let probe = dir.join(".ratmemcache-write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            CoreError::Persistence(format!(
+                "the L2 data dir {} is not writable ({e}); fix its permissions, or set [l2] \
+                 data_dir to a writable directory",
+                dir.display()
+            ))
+        })
+}
+
+/// Why the file could not be opened.
+enum Opened {
+    Locked,
+    Corrupt(String),
+    Other(String),
+}
+
+impl Opened {
+    fn into_error(self, path: &Path) -> CoreError {
+        CoreError::Persistence(match self {
+            Opened::Locked => format!(
+                "the L2 file {} is locked by another process (another ratmemcached with the same \
+                 data_dir?); stop it, or set [l2] data_dir to another directory",
+                path.display()
+            ),
+            Opened::Corrupt(why) => format!(
+                "the L2 file {} is corrupt ({why}); move it aside, or set [l2] on_corruption = \
+                 \"reset\" to have it moved aside and start empty",
+                path.display()
+            ),
+            Opened::Other(why) => format!("cannot open the L2 file {}: {why}", path.display()),
+        })
+    }
+}
+
+fn open_db(path: &Path, page_cache: usize) -> Result<Database, Opened> {
+    // The integrity check turns a file damaged outside redb into an error instead of a panic
+    // deep in a later read; it reads the whole file once at startup. A panic is still caught,
+    // as a last line of defence.
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(page_cache)
+            .set_check_integrity_on_open(true)
+            .create(path)
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => Err(Opened::Locked),
+        Ok(Err(DatabaseError::Storage(StorageError::Io(e))))
+            if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof =>
+        {
+            Err(Opened::Corrupt(e.to_string()))
+        }
+        Ok(Err(DatabaseError::Storage(StorageError::Io(e)))) => Err(Opened::Other(e.to_string())),
+        Ok(Err(
+            e @ (DatabaseError::Storage(StorageError::Corrupted(_))
+            | DatabaseError::RepairAborted
+            | DatabaseError::UpgradeRequired(_)),
+        )) => Err(Opened::Corrupt(e.to_string())),
+        Ok(Err(e)) => Err(Opened::Other(e.to_string())),
+        Err(_) => Err(Opened::Corrupt("redb failed reading it".into())),
+    }
+}
+
+fn move_aside(path: &Path) -> Result<PathBuf, CoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{secs}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| {
+        CoreError::Persistence(format!(
+            "the L2 file {} is corrupt and could not be moved aside to {}: {e}; move it by hand",
+            path.display(),
+            aside.display()
+        ))
+    })?;
+    Ok(aside)
+}
+
+/// Turns any redb error into a message for the log and for the client.
+fn storage(e: impl Into<redb::Error>) -> redb::Error {
+    e.into()
+}
+
+impl Shared {
+    fn db(&self) -> Option<Arc<Database>> {
+        self.db.read().clone()
+    }
+
+    /// Runs a read against the current file.
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, redb::Error>,
+    ) -> Result<R, CoreError> {
+        let Some(db) = self.db() else {
+            return Err(CoreError::Disk(format!(
+                "the L2 file {} is not open (it is being reopened after an error)",
+                self.path.display()
+            )));
+        };
+        f(&db).map_err(|e| {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            CoreError::Disk(format!("reading the L2 file {}: {e}", self.path.display()))
+        })
+    }
+
+    /// Creates the tables and loads the counters.
+    fn init(&self) -> Result<(), CoreError> {
+        let db = self.db().expect("just opened");
+        let fail = |e: redb::Error| {
+            CoreError::Persistence(format!(
+                "cannot initialise the L2 file {}: {e}",
+                self.path.display()
+            ))
+        };
+        let tx = db.begin_write().map_err(storage).map_err(fail)?;
+        let (items, bytes, max_cas, version) = {
+            let items = tx.open_table(ITEMS).map_err(storage).map_err(fail)?;
+            tx.open_table(BY_AGE).map_err(storage).map_err(fail)?;
+            tx.open_table(BY_EXPIRY).map_err(storage).map_err(fail)?;
+            let mut meta = tx.open_table(META).map_err(storage).map_err(fail)?;
+            let get = |k: &str| -> Result<Option<u64>, CoreError> {
+                Ok(meta
+                    .get(k)
+                    .map_err(storage)
+                    .map_err(fail)?
+                    .map(|g| g.value()))
+            };
+            let version = get("format")?;
+            let bytes = get("bytes")?.unwrap_or(0);
+            let max_cas = get("max_cas")?.unwrap_or(0);
+            if version.is_none() {
+                meta.insert("format", u64::from(record::FORMAT_VERSION))
+                    .map_err(storage)
+                    .map_err(fail)?;
+            }
+            (
+                items.len().map_err(storage).map_err(fail)?,
+                bytes,
+                max_cas,
+                version,
+            )
+        };
+        if let Some(v) = version.filter(|&v| v > u64::from(record::FORMAT_VERSION)) {
+            return Err(CoreError::Persistence(format!(
+                "the L2 file {} has format version {v}, newer than this build's {}; upgrade \
+                 ratmemcache or use another [l2] data_dir",
+                self.path.display(),
+                record::FORMAT_VERSION
+            )));
+        }
+        tx.commit().map_err(storage).map_err(fail)?;
+        let c = &self.counters;
+        c.items.store(items, Ordering::Relaxed);
+        c.bytes.store(bytes, Ordering::Relaxed);
+        c.max_cas.store(max_cas, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn writer_loop(&self) {
+        let mut last_durable = Instant::now();
+        let mut last_sweep = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let (batch, id, clear, durable) = {
+                let mut st = self.state.lock();
+                let tick = match self.cfg.sync {
+                    SyncMode::Periodic => self.cfg.sync_interval,
+                    _ => Duration::from_secs(1),
+                };
+                if !st.has_work() && !st.stop && !st.sweep_requested {
+                    self.work.wait_for(&mut st, tick);
+                }
+                if std::mem::take(&mut st.sweep_requested) {
+                    drop(st);
+                    self.sweep_now();
+                    last_sweep = Instant::now();
+                    let mut st = self.state.lock();
+                    st.sweeps += 1;
+                    self.finished.notify_all();
+                    continue;
+                }
+                if st.stop && !st.has_work() {
+                    return;
+                }
+                let periodic_due = self.cfg.sync == SyncMode::Periodic
+                    && last_durable.elapsed() >= self.cfg.sync_interval;
+                if !st.has_work() && !periodic_due {
+                    drop(st);
+                    self.maybe_sweep(&mut last_sweep);
+                    continue;
+                }
+                let durable = st.want_durable || self.cfg.sync == SyncMode::Always || periodic_due;
+                st.want_durable = false;
+                let batch = std::mem::take(&mut st.pending);
+                st.committing = batch.clone();
+                st.pending_bytes = 0;
+                let clear = std::mem::take(&mut st.clear_pending);
+                st.clear_committing = clear;
+                let id = st.batch;
+                st.batch += 1;
+                (batch, id, clear, durable)
+            };
+            let result = self.commit(&batch, clear, durable);
+            let mut st = self.state.lock();
+            st.committing.clear();
+            st.clear_committing = false;
+            match result {
+                Ok(()) => {
+                    if durable {
+                        last_durable = Instant::now();
+                    }
+                    st.failing = None;
+                    backoff = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    let f = DiskFailure::of(&e);
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("L2 commit to {} failed: {e}", self.path.display());
+                    // Newer writes win over the failed batch's.
+                    for (k, op) in batch {
+                        if !st.pending.contains_key(&k) && !st.clear_pending {
+                            st.pending_bytes += op.size(&k);
+                            st.pending.insert(k, op);
+                        }
+                    }
+                    st.clear_pending |= clear;
+                    st.failing = Some(f);
+                    st.failures.push_back((id, f));
+                    if st.failures.len() > 64 {
+                        st.failures.pop_front();
+                    }
+                }
+            }
+            st.done = id;
+            let failed = st.failing.is_some();
+            self.finished.notify_all();
+            drop(st);
+            if failed {
+                self.reopen();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            } else {
+                self.maybe_sweep(&mut last_sweep);
+            }
+        }
+    }
+
+    fn maybe_sweep(&self, last: &mut Instant) {
+        let every = self.cfg.cleanup_interval;
+        if !every.is_zero() && last.elapsed() >= every {
+            *last = Instant::now();
+            self.sweep_now();
+        }
+    }
+
+    /// redb wants a fresh handle after an I/O error in a commit.
+    fn reopen(&self) {
+        let mut slot = self.db.write();
+        let Some(old) = slot.take() else { return };
+        drop(old);
+        match open_db(&self.path, self.cfg.page_cache) {
+            Ok(db) => *slot = Some(Arc::new(db)),
+            Err(e) => {
+                let msg = e.into_error(&self.path);
+                log::error!("reopening the L2 file after an error: {msg}");
+            }
+        }
+    }
+
+    /// Applies one batch in one transaction, then evicts down to `max_disk_size`.
+    fn commit(&self, batch: &Batch, clear: bool, durable: bool) -> Result<(), StorageError> {
+        let db = match self.db() {
+            Some(db) => db,
+            None => {
+                self.reopen();
+                self.db().ok_or(StorageError::PreviousIo)?
+            }
+        };
+        let to_storage = |e: redb::Error| match e {
+            redb::Error::Io(io) => StorageError::Io(io),
+            redb::Error::PreviousIo => StorageError::PreviousIo,
+            other => StorageError::Corrupted(other.to_string()),
+        };
+        let run = || -> Result<(), redb::Error> {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            let c = &self.counters;
+            let (mut items, mut bytes) = if clear {
+                (0, 0)
+            } else {
+                (
+                    c.items.load(Ordering::Relaxed),
+                    c.bytes.load(Ordering::Relaxed),
+                )
+            };
+            let mut max_cas = c.max_cas.load(Ordering::Relaxed);
+            let mut evicted = 0;
+            {
+                let mut t = tx.open_table(ITEMS)?;
+                let mut age = tx.open_table(BY_AGE)?;
+                let mut exp = tx.open_table(BY_EXPIRY)?;
+                if clear {
+                    t.retain(|_, _| false)?;
+                    age.retain(|_, _| false)?;
+                    exp.retain(|_, _| false)?;
+                }
+                for (key, op) in batch {
+                    if let Some(old) = t.remove(&**key)? {
+                        if let Ok(h) = record::decode_header(old.value()) {
+                            age.remove((h.stored_at, &**key))?;
+                            if h.expires_at != 0 {
+                                exp.remove((h.expires_at, &**key))?;
+                            }
+                        }
+                        items -= 1;
+                        bytes = bytes.saturating_sub(cost(key, old.value().len()));
+                    }
+                    if let Op::Put(rec) = op {
+                        let h = record::decode_header(rec).expect("encoded here");
+                        t.insert(&**key, &**rec)?;
+                        age.insert((h.stored_at, &**key), ())?;
+                        if h.expires_at != 0 {
+                            exp.insert((h.expires_at, &**key), ())?;
+                        }
+                        items += 1;
+                        bytes += cost(key, rec.len());
+                        max_cas = max_cas.max(h.cas);
+                    }
+                }
+                let limit = self.cfg.max_disk_size;
+                while limit > 0 && bytes > limit {
+                    let Some((k, _)) = age.pop_first()? else {
+                        break;
+                    };
+                    let (_, key) = k.value();
+                    let key = key.to_vec();
+                    drop(k);
+                    if let Some(old) = t.remove(key.as_slice())? {
+                        if let Ok(h) = record::decode_header(old.value()) {
+                            if h.expires_at != 0 {
+                                exp.remove((h.expires_at, key.as_slice()))?;
+                            }
+                        }
+                        items -= 1;
+                        bytes = bytes.saturating_sub(cost(&key, old.value().len()));
+                        evicted += 1;
+                    }
+                }
+                let mut meta = tx.open_table(META)?;
+                meta.insert("bytes", bytes)?;
+                meta.insert("max_cas", max_cas)?;
+            }
+            tx.commit()?;
+            c.items.store(items, Ordering::Relaxed);
+            c.bytes.store(bytes, Ordering::Relaxed);
+            c.max_cas.store(max_cas, Ordering::Relaxed);
+            c.evictions.fetch_add(evicted, Ordering::Relaxed);
+            c.commits.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        run().map_err(to_storage)
+    }
+
+    /// Deletes expired records, `SWEEP_BATCH` per transaction.
+    fn sweep_now(&self) {
+        loop {
+            let now = self.clock.now_ms();
+            let Some(db) = self.db() else { return };
+            let run = || -> Result<u64, redb::Error> {
+                let mut tx = db.begin_write()?;
+                tx.set_durability(Durability::None)
+                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                let c = &self.counters;
+                let mut removed = 0u64;
+                let mut freed = 0u64;
+                {
+                    let mut t = tx.open_table(ITEMS)?;
+                    let mut age = tx.open_table(BY_AGE)?;
+                    let mut exp = tx.open_table(BY_EXPIRY)?;
+                    let mut due = Vec::new();
+                    for r in exp.range::<(u64, &[u8])>(..=(now, &[][..]))? {
+                        let (k, _) = r?;
+                        let (at, key) = k.value();
+                        if at > now {
+                            break;
+                        }
+                        due.push((at, key.to_vec()));
+                        if due.len() >= SWEEP_BATCH {
+                            break;
+                        }
+                    }
+                    for (at, key) in &due {
+                        exp.remove((*at, key.as_slice()))?;
+                        if let Some(old) = t.remove(key.as_slice())? {
+                            if let Ok(h) = record::decode_header(old.value()) {
+                                age.remove((h.stored_at, key.as_slice()))?;
+                            }
+                            removed += 1;
+                            freed += cost(key, old.value().len());
+                        }
+                    }
+                    let bytes = c.bytes.load(Ordering::Relaxed).saturating_sub(freed);
+                    tx.open_table(META)?.insert("bytes", bytes)?;
+                }
+                tx.commit()?;
+                c.items.fetch_sub(removed, Ordering::Relaxed);
+                c.bytes.fetch_sub(freed.min(c.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                c.expirations.fetch_add(removed, Ordering::Relaxed);
+                Ok(removed)
+            };
+            // Only the writer thread sweeps, so the counters never race a batch's commit.
+            match run() {
+                Ok(n) if n as usize >= SWEEP_BATCH => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("L2 expiry sweep of {} failed: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn cost(key: &[u8], record_len: usize) -> u64 {
+    (key.len() + record_len) as u64 + RECORD_OVERHEAD
+}

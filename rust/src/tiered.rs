@@ -1,0 +1,802 @@
+//! The two tiers as one cache: the L1 in memory and, optionally, the L2 on disk.
+//!
+//! Every command sees one cache. Without an L2 each call goes straight to the L1. With one:
+//!
+//! - **Reads** try the L1 first; a miss looks in the L2. A small item found there is promoted
+//!   into the L1; a large one (over `large_value_threshold`) is served without taking L1 memory.
+//!   Expired records are never returned, and are deleted.
+//! - **Writes** run where the item lives, under a lock striped by key (so a promotion and a
+//!   write of the same key never interleave), and the result is then written where it belongs:
+//!   large values only in the L2; small ones in the L1, and with `write_through` in the L2 too.
+//!   A command on a large item runs on a private one-entry cache (`Cache::detached`) loaded
+//!   from the L2, so every memcached rule (CAS, append, incr, the meta flags) is the L1's own
+//!   code, whichever tier holds the item.
+//! - **write_through** (the default): every write reaches the L2, so the L1 is a subset of it
+//!   and a restart loses nothing acknowledged (with `sync = "always"`, not even a crash).
+//!   **write_back**: the tiers are exclusive; the L2 holds what the L1 evicted (and large
+//!   values), a promotion moves the item up, and a clean shutdown writes the L1 down. A crash
+//!   loses what was only in the L1, never resurrects an old value.
+//! - **Warm-up**: after a restart, a background thread fills the L1 from the L2, most recently
+//!   written first, until the L1 is full; `get` works from the first moment either way.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::cache::{
+    Cache, CacheStats, Delta, DeltaOutcome, Item, ItemRef, ItemState, MetaDelta,
+    MetaDeleteOutcome, MetaEntry, MetaGetOpts, Snapshot, StoreMode, StoreOpts, StoreOutcome, Ttl,
+};
+use crate::error::CoreError;
+use crate::store::{DiskConfig, DiskStats, DiskStore, Header};
+
+/// How writes reach the L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteStrategy {
+    #[default]
+    WriteThrough,
+    WriteBack,
+}
+
+/// How the tiers cooperate.
+#[derive(Debug, Clone, Copy)]
+pub struct TierConfig {
+    pub strategy: WriteStrategy,
+    /// Values longer than this live only in the L2.
+    pub large_value_threshold: usize,
+    /// Fill the L1 from the L2 in the background at startup.
+    pub warm_up: bool,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig {
+            strategy: WriteStrategy::WriteThrough,
+            large_value_threshold: 10 * 1024,
+            warm_up: true,
+        }
+    }
+}
+
+/// Key stripes for the write lock: enough that unrelated keys rarely share one.
+const STRIPES: usize = 1024;
+/// Keys read per step of the warm-up.
+const WARM_STEP: usize = 256;
+/// The warm-up stops after this many records in a row found no room in the L1.
+const WARM_FULL_AFTER: u32 = 64;
+
+/// Warm-up progress, for `stats` and the log.
+#[derive(Debug, Default)]
+pub struct WarmUp {
+    pub loaded: AtomicU64,
+    pub running: AtomicBool,
+    stop: AtomicBool,
+}
+
+struct L2 {
+    disk: Arc<DiskStore>,
+    config: TierConfig,
+    stripes: Box<[Mutex<()>]>,
+    stripe_hasher: foldhash::fast::FixedState,
+    promotions: AtomicU64,
+    demotions: Arc<AtomicU64>,
+    read_errors: AtomicU64,
+    warm: Arc<WarmUp>,
+    warm_thread: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+/// Counters of the tier machinery, for `stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TierStats {
+    pub disk: DiskStats,
+    pub promotions: u64,
+    pub demotions: u64,
+    pub read_errors: u64,
+    pub warm_loaded: u64,
+    pub warm_running: bool,
+}
+
+/// Where a command runs.
+enum Place {
+    L1,
+    /// A large item (or one that can't fit a shard), loaded into a private cache.
+    Detached(Cache),
+}
+
+pub struct Tiered {
+    l1: Arc<Cache>,
+    l2: Option<L2>,
+}
+
+fn header_of(s: &Snapshot, now: u64) -> Header {
+    Header {
+        meta: s.meta,
+        flags: s.flags,
+        cas: s.cas,
+        expires_at: s.expires_at,
+        stored_at: now,
+        value_len: s.value.len() as u32,
+    }
+}
+
+fn snapshot_of(h: Header, value: Vec<u8>) -> Snapshot {
+    Snapshot {
+        value: Bytes::from(value),
+        flags: h.flags,
+        cas: h.cas,
+        expires_at: h.expires_at,
+        meta: h.meta,
+    }
+}
+
+/// What identifies a version of an entry: a write changes its CAS unique or its deadline.
+fn version(s: &Option<Snapshot>) -> Option<(u64, u64, u8)> {
+    s.as_ref().map(|s| (s.cas, s.expires_at, s.meta))
+}
+
+impl Tiered {
+    /// The L1 alone.
+    pub fn memory(l1: Cache) -> Arc<Tiered> {
+        Arc::new(Tiered {
+            l1: Arc::new(l1),
+            l2: None,
+        })
+    }
+
+    /// Opens the L2 that `disk` describes (on the L1's clock) and puts the L1 over it.
+    pub fn open(l1: Cache, disk: DiskConfig, config: TierConfig) -> Result<Arc<Tiered>, CoreError> {
+        let store = DiskStore::open(disk, l1.clock())?;
+        Ok(Tiered::with_l2(l1, store, config))
+    }
+
+    /// The L1 over an opened L2. Starts the warm-up when asked and the L2 holds anything.
+    pub fn with_l2(l1: Cache, disk: DiskStore, config: TierConfig) -> Arc<Tiered> {
+        let l1 = Arc::new(l1);
+        l1.raise_cas_floor(disk.max_cas());
+        let disk = Arc::new(disk);
+        let demotions = Arc::new(AtomicU64::new(0));
+        if config.strategy == WriteStrategy::WriteBack {
+            let (d, count, clock) = (Arc::downgrade(&disk), demotions.clone(), l1.clone());
+            l1.set_demotion(Box::new(move |key, snap| {
+                let Some(disk) = d.upgrade() else { return };
+                let h = header_of(&snap, clock.now_ms());
+                match disk.put(key, &h, &snap.value, false) {
+                    Ok(()) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => log::warn!("an evicted item could not be written to L2: {e}"),
+                }
+            }));
+        }
+        let warm = !disk.is_empty() && config.warm_up;
+        let t = Arc::new(Tiered {
+            l1,
+            l2: Some(L2 {
+                disk,
+                config,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                stripe_hasher: foldhash::fast::FixedState::default(),
+                promotions: AtomicU64::new(0),
+                demotions,
+                read_errors: AtomicU64::new(0),
+                warm: Arc::new(WarmUp::default()),
+                warm_thread: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        });
+        if warm {
+            t.start_warm_up();
+        }
+        t
+    }
+
+    /// The L1 (for its config, clock and invariant checks).
+    #[inline]
+    pub fn l1(&self) -> &Cache {
+        &self.l1
+    }
+
+    pub fn has_l2(&self) -> bool {
+        self.l2.is_some()
+    }
+
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.l1.now_ms()
+    }
+
+    pub fn config(&self) -> &crate::cache::CacheConfig {
+        self.l1.config()
+    }
+
+    pub fn check_key(&self, key: &[u8]) -> Result<(), CoreError> {
+        self.l1.check_key(key)
+    }
+
+    pub fn deadline(&self, ttl: Ttl, now: u64) -> Option<u64> {
+        self.l1.deadline(ttl, now)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The machinery
+    // ---------------------------------------------------------------------------------------
+
+    fn stripe<'a>(&self, l2: &'a L2, key: &[u8]) -> MutexGuard<'a, ()> {
+        let i = l2.stripe_hasher.hash_one(key) as usize % STRIPES;
+        l2.stripes[i].lock()
+    }
+
+    /// Looks in the L2 for `key`, which the L1 doesn't hold (the caller holds its stripe). A
+    /// small item is promoted into the L1; a large one is loaded into a detached cache.
+    fn fault_in(&self, l2: &L2, key: &[u8]) -> Result<Option<Place>, CoreError> {
+        let Some((h, v)) = l2.disk.get(key)? else {
+            return Ok(None);
+        };
+        let snap = snapshot_of(h, v);
+        if snap.value.len() <= l2.config.large_value_threshold
+            && self.l1.restore(key, &snap, false, true)
+        {
+            l2.promotions.fetch_add(1, Ordering::Relaxed);
+            if l2.config.strategy == WriteStrategy::WriteBack {
+                l2.disk.delete(key, false)?;
+            }
+            return Ok(Some(Place::L1));
+        }
+        let d = self.l1.detached(key);
+        d.restore(key, &snap, true, true);
+        Ok(Some(Place::Detached(d)))
+    }
+
+    /// Where `key` lives now, faulting it in from the L2 when the L1 doesn't have it.
+    fn locate(&self, l2: &L2, key: &[u8]) -> Result<Place, CoreError> {
+        if self.l1.contains(key) {
+            return Ok(Place::L1);
+        }
+        Ok(self.fault_in(l2, key)?.unwrap_or(Place::L1))
+    }
+
+    /// A read: the L1, then the L2. `op` runs at most twice (a miss, then on the faulted item).
+    fn read<R>(
+        &self,
+        key: &[u8],
+        counted: bool,
+        mut op: impl FnMut(&Cache) -> Option<R>,
+    ) -> Option<R> {
+        let Some(l2) = &self.l2 else {
+            return op(&self.l1);
+        };
+        if let Some(r) = op(&self.l1) {
+            return Some(r);
+        }
+        let _g = self.stripe(l2, key);
+        let place = match self.fault_in(l2, key) {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
+            Err(e) => {
+                l2.read_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("{e}");
+                return None;
+            }
+        };
+        if counted {
+            self.l1.uncount_miss(key);
+        }
+        match place {
+            Place::L1 => op(&self.l1),
+            Place::Detached(d) => {
+                let r = op(&d);
+                self.l1.absorb_counters(key, &d);
+                r
+            }
+        }
+    }
+
+    /// A command that may change `key`: runs where the item lives, then writes the result where
+    /// it belongs. `needs_prior`: the command's outcome depends on the current item (all but a
+    /// plain set). `large`: it stores a value over the threshold, which must not land in the L1.
+    fn write<R>(
+        &self,
+        key: &[u8],
+        needs_prior: bool,
+        large: bool,
+        op: impl FnOnce(&Cache) -> R,
+    ) -> Result<R, CoreError> {
+        let Some(l2) = &self.l2 else {
+            return Ok(op(&self.l1));
+        };
+        let _g = self.stripe(l2, key);
+        let place = if large {
+            let d = self.l1.detached(key);
+            if needs_prior {
+                let current = match self.l1.export(key) {
+                    Some(s) => Some(s),
+                    None => l2.disk.get(key)?.map(|(h, v)| snapshot_of(h, v)),
+                };
+                if let Some(s) = current {
+                    d.restore(key, &s, true, true);
+                }
+            }
+            Place::Detached(d)
+        } else if needs_prior {
+            self.locate(l2, key)?
+        } else {
+            Place::L1
+        };
+        let cache = match &place {
+            Place::L1 => &*self.l1,
+            Place::Detached(d) => d,
+        };
+        let before = version(&cache.export(key));
+        let r = op(cache);
+        let after = cache.export(key);
+        if let Place::Detached(d) = &place {
+            self.l1.absorb_counters(key, d);
+        }
+        if before != version(&after) || large || !needs_prior {
+            self.settle(l2, key, &place, after)?;
+        }
+        Ok(r)
+    }
+
+    /// Writes an item's new state to the tier it belongs in.
+    fn settle(
+        &self,
+        l2: &L2,
+        key: &[u8],
+        place: &Place,
+        now: Option<Snapshot>,
+    ) -> Result<(), CoreError> {
+        let through = l2.config.strategy == WriteStrategy::WriteThrough;
+        let detached = matches!(place, Place::Detached(_));
+        match now {
+            None => {
+                if detached {
+                    self.l1.remove_quiet(key);
+                }
+                if through || detached {
+                    l2.disk.delete(key, false)?;
+                }
+            }
+            Some(s) if s.value.len() > l2.config.large_value_threshold => {
+                self.l1.remove_quiet(key);
+                l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
+            }
+            Some(s) => {
+                if detached && !self.l1.restore(key, &s, true, true) {
+                    // Too large for a shard: it stays in the L2 whatever the threshold says.
+                    return l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false);
+                }
+                if through {
+                    l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
+                } else {
+                    // write_back: the item now lives in the L1 only; drop any older L2 copy.
+                    l2.disk.delete(key, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For commands whose replies have no room for a disk error: log it, keep the L1 result.
+    fn logged<R>(&self, r: Result<R, CoreError>, fallback: impl FnOnce() -> R) -> R {
+        r.unwrap_or_else(|e| {
+            log::error!("{e}");
+            fallback()
+        })
+    }
+
+    fn is_large(&self, value: &[u8]) -> bool {
+        self.l2
+            .as_ref()
+            .is_some_and(|l2| value.len() > l2.config.large_value_threshold)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Reads
+    // ---------------------------------------------------------------------------------------
+
+    /// See [`Cache::get_with`].
+    #[inline]
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
+        if self.l2.is_none() {
+            return self.l1.get_with(key, f);
+        }
+        let mut f = Some(f);
+        self.read(key, true, |c| {
+            c.get_with(key, |e| (f.take().expect("runs once on a hit"))(e))
+        })
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Item> {
+        self.read(key, true, |c| c.get(key))
+    }
+
+    pub fn peek(&self, key: &[u8]) -> Option<Item> {
+        self.read(key, false, |c| c.peek(key))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.read(key, false, |c| c.contains(key).then_some(())).is_some()
+    }
+
+    pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
+        self.read(key, false, |c| c.peek_meta(key))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Writes
+    // ---------------------------------------------------------------------------------------
+
+    pub fn store(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+    ) -> Result<StoreOutcome, CoreError> {
+        self.store_with(key, value, flags, ttl, mode, StoreOpts::default())
+    }
+
+    pub fn store_keyed(
+        &self,
+        key: &[u8],
+        text_key: bool,
+        value: &[u8],
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+    ) -> Result<StoreOutcome, CoreError> {
+        let opts = StoreOpts {
+            text_key,
+            ..StoreOpts::default()
+        };
+        self.store_with(key, value, flags, ttl, mode, opts)
+    }
+
+    pub fn store_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+        opts: StoreOpts,
+    ) -> Result<StoreOutcome, CoreError> {
+        if self.l2.is_none() {
+            return self.l1.store_with(key, value, flags, ttl, mode, opts);
+        }
+        self.l1.check_key(key)?;
+        let large = self.is_large(value) && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let needs_prior = mode != StoreMode::Set;
+        self.write(key, needs_prior, large, |c| {
+            c.store_with(key, value, flags, ttl, mode, opts)
+        })?
+    }
+
+    pub fn store_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        ttl: Ttl,
+        mode: StoreMode,
+        check: impl FnOnce(&Item) -> bool,
+    ) -> Result<Option<StoreOutcome>, CoreError> {
+        if self.l2.is_none() {
+            return self.l1.store_if(key, value, flags, ttl, mode, check);
+        }
+        self.l1.check_key(key)?;
+        let large = self.is_large(value) && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        self.write(key, true, large, |c| {
+            c.store_if(key, value, flags, ttl, mode, check)
+        })?
+    }
+
+    pub fn touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
+        let r = self.write(key, true, false, |c| c.touch(key, ttl));
+        self.logged(r, || None)
+    }
+
+    pub fn get_and_touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
+        let r = self.write(key, true, false, |c| c.get_and_touch(key, ttl));
+        self.logged(r, || None)
+    }
+
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let r = self.write(key, true, false, |c| c.delete(key));
+        self.logged(r, || false)
+    }
+
+    pub fn delete_if(&self, key: &[u8], check: impl FnOnce(&Item) -> bool) -> Option<bool> {
+        let r = self.write(key, true, false, |c| c.delete_if(key, check));
+        self.logged(r, || None)
+    }
+
+    pub fn delta(&self, key: &[u8], delta: Delta) -> DeltaOutcome {
+        let r = self.write(key, true, false, |c| c.delta(key, delta));
+        self.logged(r, || DeltaOutcome::NotFound)
+    }
+
+    pub fn delta_if(
+        &self,
+        key: &[u8],
+        delta: Delta,
+        check: impl FnOnce(&Item) -> bool,
+    ) -> Option<DeltaOutcome> {
+        let r = self.write(key, true, false, |c| c.delta_if(key, delta, check));
+        self.logged(r, || None)
+    }
+
+    pub fn get_meta<R>(
+        &self,
+        key: &[u8],
+        opts: MetaGetOpts,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        if self.l2.is_none() {
+            return self.l1.get_meta(key, opts, f);
+        }
+        let r = self.write(key, true, false, |c| c.get_meta(key, opts, f));
+        self.logged(r, || None)
+    }
+
+    pub fn delete_meta(
+        &self,
+        key: &[u8],
+        compare_cas: Option<u64>,
+        invalidate: bool,
+        ttl: Option<Ttl>,
+    ) -> MetaDeleteOutcome {
+        let r = self.write(key, true, false, |c| {
+            c.delete_meta(key, compare_cas, invalidate, ttl)
+        });
+        self.logged(r, || MetaDeleteOutcome::NotFound)
+    }
+
+    pub fn delta_meta<R>(
+        &self,
+        key: &[u8],
+        delta: Delta,
+        compare_cas: u64,
+        vivify: Option<u64>,
+        binary_key: bool,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> MetaDelta<R> {
+        let r = self.write(key, true, false, |c| {
+            c.delta_meta(key, delta, compare_cas, vivify, binary_key, f)
+        });
+        self.logged(r, || MetaDelta::NotFound)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Whole-cache operations
+    // ---------------------------------------------------------------------------------------
+
+    /// Removes every item from both tiers (memcached's `flush_all`).
+    pub fn clear(&self) {
+        self.l1.clear();
+        if let Some(l2) = &self.l2 {
+            if let Err(e) = l2.disk.clear(false) {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    pub fn reset_counters(&self) {
+        self.l1.reset_counters();
+    }
+
+    /// Items held: the L1's, plus the L2's that the L1 doesn't also hold.
+    pub fn len(&self) -> u64 {
+        let Some(l2) = &self.l2 else {
+            return self.l1.len();
+        };
+        if let Err(e) = l2.disk.flush(false) {
+            log::error!("{e}");
+        }
+        match l2.config.strategy {
+            // The L1 is a subset of the L2, except for promoted items already gone from it.
+            WriteStrategy::WriteThrough => l2.disk.len().max(self.l1.len()),
+            WriteStrategy::WriteBack => l2.disk.len() + self.l1.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live keys of both tiers, each with whether the library stored it as text.
+    pub fn keys(&self) -> Result<Vec<(Box<[u8]>, bool)>, CoreError> {
+        let mut keys = self.l1.keys();
+        if let Some(l2) = &self.l2 {
+            let seen: std::collections::HashSet<Box<[u8]>> =
+                keys.iter().map(|(k, _)| k.clone()).collect();
+            for k in l2.disk.keys()? {
+                if !seen.contains(k.as_slice()) {
+                    // Whether it was text is in the record; peek reads it without promoting.
+                    let text = l2
+                        .disk
+                        .get(&k)?
+                        .is_some_and(|(h, _)| u32::from(h.meta) & 1 != 0);
+                    keys.push((k.into_boxed_slice(), text));
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The L1's statistics.
+    pub fn stats(&self) -> CacheStats {
+        self.l1.stats()
+    }
+
+    /// The L2's and the tiers' counters, if there is an L2.
+    pub fn tier_stats(&self) -> Option<TierStats> {
+        let l2 = self.l2.as_ref()?;
+        Some(TierStats {
+            disk: l2.disk.stats(),
+            promotions: l2.promotions.load(Ordering::Relaxed),
+            demotions: l2.demotions.load(Ordering::Relaxed),
+            read_errors: l2.read_errors.load(Ordering::Relaxed),
+            warm_loaded: l2.warm.loaded.load(Ordering::Relaxed),
+            warm_running: l2.warm.running.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Expired items reclaimed now from both tiers.
+    pub fn sweep_expired(&self) -> Result<u64, CoreError> {
+        let mut n = self.l1.sweep_expired() as u64;
+        if let Some(l2) = &self.l2 {
+            n += l2.disk.sweep_expired()?;
+        }
+        Ok(n)
+    }
+
+    /// Waits until every L2 write so far is committed; `durable` also fsyncs.
+    pub fn flush(&self, durable: bool) -> Result<(), CoreError> {
+        match &self.l2 {
+            Some(l2) => l2.disk.flush(durable),
+            None => Ok(()),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.l1.validate()
+    }
+
+    /// Stops the background threads. With an L2: stops the warm-up, writes the L1 down
+    /// (write_back), commits durably and closes the file. The cache stays usable in memory.
+    pub fn close(&self) -> Result<(), CoreError> {
+        self.l1.stop_background();
+        let Some(l2) = &self.l2 else {
+            return Ok(());
+        };
+        if l2.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        l2.warm.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = l2.warm_thread.lock().take() {
+            let _ = h.join();
+        }
+        if l2.config.strategy == WriteStrategy::WriteBack {
+            let now = self.now_ms();
+            for (k, _) in self.l1.keys() {
+                if let Some(s) = self.l1.export(&k) {
+                    l2.disk.put(&k, &header_of(&s, now), &s.value, false)?;
+                }
+            }
+        }
+        l2.disk.close()
+    }
+
+    /// Stops only the background sweeper (the library's `stop_background`).
+    pub fn stop_background(&self) {
+        self.l1.stop_background();
+    }
+
+    pub fn raise_cas_floor(&self, floor: u64) {
+        self.l1.raise_cas_floor(floor);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Warm-up
+    // ---------------------------------------------------------------------------------------
+
+    fn start_warm_up(self: &Arc<Self>) {
+        let l2 = self.l2.as_ref().expect("warm-up needs an L2");
+        l2.warm.running.store(true, Ordering::Relaxed);
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("ratmemcache-warmup".into())
+            .spawn(move || warm_up(weak));
+        match spawned {
+            Ok(h) => *l2.warm_thread.lock() = Some(h),
+            Err(e) => {
+                l2.warm.running.store(false, Ordering::Relaxed);
+                log::warn!("cannot start the L2 warm-up thread: {e}; the L1 fills as it is used");
+            }
+        }
+    }
+
+    /// One warm-up step: loads the next keys after `cursor`. `None` when finished.
+    fn warm_step(&self, cursor: Option<(u64, Vec<u8>)>, full: &mut u32) -> Option<(u64, Vec<u8>)> {
+        let l2 = self.l2.as_ref()?;
+        let keys = match l2.disk.recent_keys(cursor.as_ref(), WARM_STEP) {
+            Ok(k) => k,
+            Err(e) => {
+                log::error!("L2 warm-up stopped: {e}");
+                return None;
+            }
+        };
+        let last = keys.last().cloned()?;
+        for (_, key) in &keys {
+            if l2.warm.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let _g = self.stripe(l2, key);
+            if self.l1.contains(key) {
+                continue;
+            }
+            let Ok(Some((h, v))) = l2.disk.get(key) else {
+                continue;
+            };
+            if v.len() > l2.config.large_value_threshold {
+                continue;
+            }
+            if self.l1.restore(key, &snapshot_of(h, v), false, false) {
+                *full = 0;
+                l2.warm.loaded.fetch_add(1, Ordering::Relaxed);
+                if l2.config.strategy == WriteStrategy::WriteBack {
+                    let _ = l2.disk.delete(key, false);
+                }
+            } else {
+                *full += 1;
+                if *full >= WARM_FULL_AFTER {
+                    return None;
+                }
+            }
+        }
+        Some(last)
+    }
+}
+
+fn warm_up(weak: Weak<Tiered>) {
+    let started = std::time::Instant::now();
+    let mut cursor = None;
+    let mut full = 0;
+    let mut next_log = 100_000;
+    loop {
+        let Some(t) = weak.upgrade() else { return };
+        cursor = t.warm_step(cursor, &mut full);
+        let l2 = t.l2.as_ref().expect("warm-up needs an L2");
+        let loaded = l2.warm.loaded.load(Ordering::Relaxed);
+        if cursor.is_none() {
+            l2.warm.running.store(false, Ordering::Relaxed);
+            log::info!(
+                "L2 warm-up done: {loaded} items loaded into L1 in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if loaded >= next_log {
+            next_log += 100_000;
+            log::info!("L2 warm-up: {loaded} items loaded into L1 so far");
+        }
+    }
+}
+
+impl Drop for Tiered {
+    fn drop(&mut self) {
+        if self.l2.is_some() {
+            if let Err(e) = self.close() {
+                log::error!("closing the L2: {e}");
+            }
+        }
+    }
+}
