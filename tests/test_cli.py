@@ -171,12 +171,15 @@ def test_bad_flag_value() -> None:
     assert "'abc' is not a valid integer" in one_error_line(proc)
 
 
-def test_l2_enabled_is_refused_not_ignored(tmp_path: Path) -> None:
+def test_an_l2_that_cannot_open_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
     cfg = tmp_path / "l2.toml"
-    cfg.write_text(f'[l2]\nenable_l2_cache = true\ndata_dir = "{tmp_path.as_posix()}"\n')
+    cfg.write_text(f'[l2]\nenable_l2_cache = true\ndata_dir = "{(not_a_dir / "l2").as_posix()}"\n')
     proc = run_cli("--config", str(cfg), "-p", str(free_port()))
-    assert proc.returncode == 2
-    assert "L2 (disk) tier is not available in this build" in one_error_line(proc)
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert str(not_a_dir) in line and "data_dir" in line
 
 
 def test_udp_is_refused() -> None:

@@ -405,11 +405,12 @@ def test_cross_setting_checks() -> None:
         config_from_mapping({"l1": {"shards": 6}})
 
 
-def test_l2_and_native_engine_are_refused_with_one_clear_line() -> None:
-    c = config_from_mapping({"l2": {"enable_l2_cache": True, "data_dir": "/tmp/x"}})
+def test_l2_needs_a_data_dir_and_native_engine_is_refused_with_one_clear_line() -> None:
+    config_from_mapping({"l2": {"enable_l2_cache": True, "data_dir": "/tmp/x"}}).check_available()
+    c = config_from_mapping({"l2": {"enable_l2_cache": True}})
     with pytest.raises(ConfigError) as err:
         c.check_available()
-    assert "L2 (disk) tier is not available in this build" in str(err.value)
+    assert str(err.value).startswith("[l2] data_dir: required when enable_l2_cache = true")
     assert "\n" not in str(err.value)
     c = config_from_mapping({"server": {"engine": "native"}})
     with pytest.raises(ConfigError, match='only the "anyio" engine'):
@@ -468,7 +469,7 @@ def test_every_original_only_knob_warns_and_is_not_a_setting(
 def test_an_original_rat_memcache_cache_config_loads(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The shape of the original project's cache_config.toml (with L2 on, which we refuse later).
+    # The shape of the original project's cache_config.toml (with L2 on).
     original = """
 [l1]
 max_memory = 134217728  # 128MB
@@ -529,8 +530,7 @@ enable_cache_logs = true
     assert c.ttl.default_ttl == 3600 and c.ttl.max_ttl == 86400
     assert "[l2] background_threads" in caplog.text
     assert "[performance] l2_write_ttl_threshold" in caplog.text
-    with pytest.raises(ConfigError, match="not available in this build"):
-        c.check_available()
+    c.check_available()
 
 
 # -- precedence -------------------------------------------------------------------------------

@@ -354,7 +354,7 @@ class L1Config(Section):
 
 @dataclass
 class L2Config(Section):
-    """``[l2]``: the persistent tier on disk. Parsed and validated; not in this build yet."""
+    """``[l2]``: the persistent tier on disk (redb, LZ4-compressed records)."""
 
     TABLE: ClassVar[str] = "l2"
 
@@ -664,10 +664,10 @@ class Config:
         The server calls this before it starts: turning on L2 and silently getting a memory-only
         cache would lose data on restart that the user expected to keep.
         """
-        if self.l2.enable_l2_cache:
+        if self.l2.enable_l2_cache and not self.l2.data_dir:
             raise ConfigError(
-                "[l2] enable_l2_cache = true: the L2 (disk) tier is not available in this build "
-                "yet; set enable_l2_cache = false to run memory-only"
+                "[l2] data_dir: required when enable_l2_cache = true (the directory that holds "
+                "the L2 database)"
             )
         if self.server.engine != "anyio":
             raise ConfigError(
@@ -943,9 +943,11 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
 
 
 def build_cache(config: Config) -> Cache:
-    """The L1 cache that ``config`` describes, with memcached's 250-byte key limit."""
+    """The cache that ``config`` describes (with its L2 when enabled), with memcached's 250-byte
+    key limit. Raises PersistenceError, naming the path, when the L2 can't be opened."""
     from ratmemcache._core import Cache
 
+    l2 = config.l2
     return Cache(
         max_memory=config.l1.max_memory,
         max_entries=config.l1.max_entries,
@@ -955,6 +957,15 @@ def build_cache(config: Config) -> Cache:
         cleanup_interval=config.ttl.cleanup_interval,
         shards=config.l1.shards or None,
         max_key_length=MEMCACHED_MAX_KEY_LENGTH,
+        l2_dir=l2.data_dir if l2.enable_l2_cache else None,
+        l2_max_disk_size=l2.max_disk_size,
+        l2_sync=l2.sync,
+        l2_write_strategy=l2.l2_write_strategy,
+        large_value_threshold=config.performance.large_value_threshold,
+        compression=l2.enable_compression and config.compression.enable_lz4,
+        compression_threshold=config.compression.compression_threshold,
+        clear_on_startup=l2.clear_on_startup,
+        on_corruption=l2.on_corruption,
     )
 
 

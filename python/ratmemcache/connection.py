@@ -59,6 +59,9 @@ class ConnectionOptions:
 
     read_size: int = 64 * 1024
     offload_threshold: int = 256 * 1024
+    #: Every request may wait on the disk (the L2 is on): feed all of them in worker threads,
+    #: so a cold read never stalls the event loop.
+    always_offload: bool = False
     idle_timeout: float = 0.0
     #: How long a reply may take to send once shutdown has begun.
     shutdown_grace: float = 5.0
@@ -99,6 +102,7 @@ async def run_connection(
     send = stream.send
     read_size = options.read_size
     offload = options.offload_threshold
+    always_offload = options.always_offload
     idle_timeout = options.idle_timeout
     sw = options.switches
     buffered = 0  # what the session holds of an unfinished request, after the last feed
@@ -121,7 +125,7 @@ async def run_connection(
                 state.idle = False
                 state.bytes_in += len(data)
 
-                heavy = big_replies or buffered + len(data) >= offload
+                heavy = always_offload or big_replies or buffered + len(data) >= offload
                 if state.draining:
                     # Shutdown began while this request was arriving: finish it, within the grace,
                     # even though the connection's scope may already be cancelled.

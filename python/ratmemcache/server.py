@@ -43,7 +43,7 @@ from ratmemcache.config import (
     format_size,
 )
 from ratmemcache.connection import ConnectionOptions, ConnectionState, run_connection
-from ratmemcache.errors import ConfigError, RatMemCacheError
+from ratmemcache.errors import ConfigError, PersistenceError, RatMemCacheError
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
@@ -190,16 +190,22 @@ class Server:
     ) -> None:
         cfg = self.config
         assert self._shutdown is not None
-        listeners = await self._open_listeners()
         own_cache = self._given_cache is None
-        try:
-            if self._cache is None:
+        if self._cache is None:
+            # Before the listeners: a server whose L2 can't open never accepts a connection.
+            try:
                 self._cache = build_cache(cfg)
+            except PersistenceError as e:
+                raise ServerStartError(str(e)) from None
+        listeners: list[anyio.abc.SocketListener] = []
+        try:
+            listeners = await self._open_listeners()
             self._engine = build_engine(cfg, self._cache, port=self.addresses[0][1])
             self._log_startup()
             options = ConnectionOptions(
                 read_size=cfg.performance.read_size,
                 offload_threshold=cfg.performance.offload_threshold,
+                always_offload=self._engine.may_block,
                 idle_timeout=cfg.server.idle_timeout,
                 shutdown_grace=cfg.server.shutdown_grace,
                 switches=self.switches,
@@ -237,7 +243,8 @@ class Server:
             await _close_all(listeners)
             self._remove_unix_socket()
             if own_cache and self._cache is not None:
-                # Ours to close (later: flushes the L2). An embedding app's cache stays open.
+                # Ours to close: commits the L2 durably (and, with write_back, writes the L1 down)
+                # so a restart serves everything. An embedding app's cache stays open.
                 self._cache.close()
 
     async def _open_listeners(self) -> list[anyio.abc.SocketListener]:

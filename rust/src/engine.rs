@@ -176,7 +176,7 @@ impl Engine {
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         let now_s = self.cache.now_ms() / 1000;
         let (user, sys) = rusage();
-        vec![
+        let mut v = vec![
             ("pid", std::process::id().to_string()),
             ("uptime", self.uptime_secs().to_string()),
             ("time", now_s.to_string()),
@@ -240,7 +240,16 @@ impl Engine {
                 self.cache.config().eviction.name().to_string(),
             ),
             ("shards", s.shards.to_string()),
-        ]
+        ];
+        if let Some(t) = self.cache.tier_stats() {
+            v.extend(t.fields().into_iter().map(|(k, n)| (k, n.to_string())));
+        }
+        v
+    }
+
+    /// Commands may wait on the disk (the L2 is on): I/O engines run them off their event loop.
+    pub fn may_block(&self) -> bool {
+        self.cache.has_l2()
     }
 
     fn setting(&self, name: &str) -> Option<String> {

@@ -101,6 +101,30 @@ pub struct TierStats {
     pub warm_running: bool,
 }
 
+impl TierStats {
+    /// The counters by the names `stats` shows them under (memcached has no L2; its extstore
+    /// fields mean something else, so these names are ratmemcache's own).
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        let d = &self.disk;
+        vec![
+            ("l2_items", d.items),
+            ("l2_bytes", d.bytes),
+            ("l2_file_bytes", d.file_bytes),
+            ("l2_reads", d.reads),
+            ("l2_hits", d.hits),
+            ("l2_writes", d.writes),
+            ("l2_commits", d.commits),
+            ("l2_evictions", d.evictions),
+            ("l2_expirations", d.expirations),
+            ("l2_errors", d.errors + self.read_errors),
+            ("l2_promotions", self.promotions),
+            ("l2_demotions", self.demotions),
+            ("l2_warmup_loaded", self.warm_loaded),
+            ("l2_warmup_running", u64::from(self.warm_running)),
+        ]
+    }
+}
+
 /// Where a command runs.
 enum Place {
     L1,
@@ -274,7 +298,13 @@ impl Tiered {
             return Some(r);
         }
         let _g = self.stripe(l2, key);
-        let place = match self.fault_in(l2, key) {
+        // Another reader, or the warm-up, may have promoted it while this one waited.
+        let faulted = if self.l1.contains(key) {
+            Ok(Some(Place::L1))
+        } else {
+            self.fault_in(l2, key)
+        };
+        let place = match faulted {
             Ok(Some(p)) => p,
             Ok(None) => return None,
             Err(e) => {

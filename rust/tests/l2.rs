@@ -414,3 +414,38 @@ fn a_data_dir_that_cannot_be_created_is_refused_with_its_path() {
     let msg = open_err(&file.join("l2"));
     assert!(msg.contains("not-a-dir") && msg.contains("data_dir"), "{msg}");
 }
+
+#[test]
+fn flushing_with_nothing_queued_returns_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let t = open(dir.path(), &c, WriteStrategy::WriteThrough);
+    t.flush(false).unwrap();
+    set(&t, "a", b"1");
+    t.flush(false).unwrap();
+    t.flush(false).unwrap();
+    t.flush(true).unwrap();
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn reads_racing_the_warm_up_never_miss() {
+    for strategy in [WriteStrategy::WriteThrough, WriteStrategy::WriteBack] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clock();
+        {
+            let t = open(dir.path(), &c, strategy);
+            for i in 0..2000 {
+                set(&t, &format!("r{i}"), b"value");
+            }
+            t.close().unwrap();
+        }
+        let mut warm = tiers(strategy);
+        warm.warm_up = true;
+        let t = Tiered::open(l1(&c, 64 << 20), disk(dir.path()), warm).unwrap();
+        for i in (0..2000).rev() {
+            assert_eq!(get(&t, &format!("r{i}")).as_deref(), Some(&b"value"[..]), "r{i}");
+        }
+        assert_eq!(t.stats().counters.get_misses, 0);
+    }
+}

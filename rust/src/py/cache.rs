@@ -1,8 +1,9 @@
-//! `ratmemcache.Cache`: the L1 as an in-process Python cache.
+//! `ratmemcache.Cache`: the cache as an in-process Python cache, with the optional L2 on disk.
 //!
 //! The hot path (`get`, `set`, `in`) holds the GIL and the one shard lock it needs for the
 //! duration of a map operation; it never calls back into Python while a shard is locked (the
-//! serializer runs before a write locks and after a read unlocks).
+//! serializer runs before a write locks and after a read unlocks). With an L2, every call that
+//! may touch the disk releases the GIL first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use crate::cache::{
     StoreOutcome, SystemClock, Ttl, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
 };
 use crate::error::CoreError;
+use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
+use crate::tiered::{TierConfig, Tiered, WriteStrategy};
 
 /// Client flag bit set on values that went through the `serializer`; plain `bytes` are stored
 /// with flags 0, so they read back as `bytes` with or without a serializer.
@@ -48,7 +51,7 @@ struct Serializer {
 
 #[pyclass(module = "ratmemcache._core", name = "Cache", frozen, subclass)]
 pub(crate) struct PyCache {
-    pub(crate) core: Arc<Cache>,
+    pub(crate) core: super::Released<Arc<Tiered>>,
     serializer: Option<Serializer>,
     closed: AtomicBool,
 }
@@ -136,11 +139,22 @@ fn delta_of(delta: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 impl PyCache {
     #[inline]
-    fn open(&self) -> PyResult<&Cache> {
+    fn open(&self) -> PyResult<&Tiered> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(to_py(CoreError::Closed));
         }
         Ok(&self.core)
+    }
+
+    /// Runs `f` on the cache, without the GIL when it may touch the disk.
+    #[inline]
+    fn io<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&Tiered) -> R + Send) -> PyResult<R> {
+        let core = self.open()?;
+        Ok(if core.has_l2() {
+            py.detach(|| f(core))
+        } else {
+            f(core)
+        })
     }
 
     /// The bytes to store and their client flags. A `bytes` value is borrowed, not copied: the
@@ -191,6 +205,10 @@ impl PyCache {
     ) -> PyResult<Option<(Bound<'py, PyBytes>, u32, u64)>> {
         let core = self.open()?;
         let (k, _) = key_of(key)?;
+        if core.has_l2() {
+            let item = py.detach(|| core.get(k));
+            return Ok(item.map(|i| (PyBytes::new(py, &i.value), i.flags, i.cas)));
+        }
         Ok(core.get_with(k, |e| (PyBytes::new(py, e.value), e.flags, e.cas)))
     }
 
@@ -201,12 +219,14 @@ impl PyCache {
         ttl: Option<&Bound<'_, PyAny>>,
         mode: StoreMode,
     ) -> PyResult<StoreOutcome> {
-        let core = self.open()?;
         let (k, text) = key_of(key)?;
         let (v, flags) = self.encode(value)?;
         let ttl = ttl_of(ttl)?;
-        let out = core
-            .store_keyed(k, text, v.as_slice(), flags, ttl, mode)
+        let v = v.as_slice();
+        let out = self
+            .io(key.py(), |core| {
+                core.store_keyed(k, text, v, flags, ttl, mode)
+            })?
             .map_err(to_py)?;
         if out == StoreOutcome::TooLarge {
             return Err(to_py(CoreError::TooLarge(format!(
@@ -219,9 +239,8 @@ impl PyCache {
     }
 
     fn delta(&self, key: &Bound<'_, PyAny>, d: Delta) -> PyResult<Option<u64>> {
-        let core = self.open()?;
         let (k, _) = key_of(key)?;
-        match core.delta(k, d) {
+        match self.io(key.py(), |core| core.delta(k, d))? {
             DeltaOutcome::Value(v, _) => Ok(Some(v)),
             DeltaOutcome::NotFound => Ok(None),
             DeltaOutcome::NonNumeric => Err(to_py(CoreError::NonNumeric)),
@@ -243,9 +262,21 @@ impl PyCache {
         max_key_length = 65536,
         serializer = None,
         clock = None,
+        *,
+        l2_dir = None,
+        l2_max_disk_size = None,
+        l2_sync = "periodic",
+        l2_write_strategy = "write_through",
+        large_value_threshold = None,
+        compression = true,
+        compression_threshold = None,
+        clear_on_startup = false,
+        on_corruption = "fail",
+        warm_up = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         max_memory: Option<&Bound<'_, PyAny>>,
         max_entries: Option<&Bound<'_, PyAny>>,
         eviction: &str,
@@ -256,6 +287,16 @@ impl PyCache {
         max_key_length: usize,
         serializer: Option<&Bound<'_, PyAny>>,
         clock: Option<PyRef<'_, PyManualClock>>,
+        l2_dir: Option<std::path::PathBuf>,
+        l2_max_disk_size: Option<&Bound<'_, PyAny>>,
+        l2_sync: &str,
+        l2_write_strategy: &str,
+        large_value_threshold: Option<&Bound<'_, PyAny>>,
+        compression: bool,
+        compression_threshold: Option<&Bound<'_, PyAny>>,
+        clear_on_startup: bool,
+        on_corruption: &str,
+        warm_up: bool,
     ) -> PyResult<Self> {
         let eviction: PolicyKind = eviction
             .parse()
@@ -292,9 +333,65 @@ impl PyCache {
             Some(c) => c.clock.clone(),
             None => Arc::new(SystemClock),
         };
-        let core = Cache::with_clock(config, clock).map_err(to_py)?;
+        let l1 = Cache::with_clock(config, clock).map_err(to_py)?;
+        let core = match l2_dir {
+            None => Tiered::memory(l1),
+            Some(dir) => {
+                let cleanup = std::time::Duration::from_millis(l1.config().cleanup_interval_ms);
+                let disk = DiskConfig {
+                    dir,
+                    max_disk_size: size_of_arg(l2_max_disk_size, "l2_max_disk_size", 1 << 30)?,
+                    sync: match l2_sync {
+                        "always" => SyncMode::Always,
+                        "periodic" => SyncMode::Periodic,
+                        "never" => SyncMode::Never,
+                        other => {
+                            return Err(config_error(format!(
+                                "l2_sync must be \"always\", \"periodic\" or \"never\", got {other:?}"
+                            )))
+                        }
+                    },
+                    compression: Compression {
+                        enabled: compression,
+                        threshold: size_of_arg(compression_threshold, "compression_threshold", 1024)?
+                            as usize,
+                    },
+                    on_corruption: match on_corruption {
+                        "fail" => OnCorruption::Fail,
+                        "reset" => OnCorruption::Reset,
+                        other => {
+                            return Err(config_error(format!(
+                                "on_corruption must be \"fail\" or \"reset\", got {other:?}"
+                            )))
+                        }
+                    },
+                    clear_on_startup,
+                    cleanup_interval: cleanup,
+                    ..DiskConfig::default()
+                };
+                let tiers = TierConfig {
+                    strategy: match l2_write_strategy {
+                        "write_through" => WriteStrategy::WriteThrough,
+                        "write_back" => WriteStrategy::WriteBack,
+                        other => {
+                            return Err(config_error(format!(
+                                "l2_write_strategy must be \"write_through\" or \"write_back\", \
+                                 got {other:?}"
+                            )))
+                        }
+                    },
+                    large_value_threshold: size_of_arg(
+                        large_value_threshold,
+                        "large_value_threshold",
+                        10 * 1024,
+                    )? as usize,
+                    warm_up,
+                };
+                py.detach(|| Tiered::open(l1, disk, tiers)).map_err(to_py)?
+            }
+        };
         Ok(PyCache {
-            core: Arc::new(core),
+            core: super::Released::new(core),
             serializer,
             closed: AtomicBool::new(false),
         })
@@ -486,26 +583,26 @@ impl PyCache {
     /// Sets a new TTL on a live entry; True if it existed.
     #[pyo3(signature = (key, ttl = None))]
     fn touch(&self, key: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let core = self.open()?;
         let (k, _) = key_of(key)?;
-        Ok(core.touch(k, ttl_of(ttl)?).is_some())
+        let ttl = ttl_of(ttl)?;
+        self.io(key.py(), |core| core.touch(k, ttl).is_some())
     }
 
     /// Seconds until `key` expires: None if absent, `inf` if it never expires.
     fn ttl(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
-        let core = self.open()?;
         let (k, _) = key_of(key)?;
-        Ok(core.peek(k).map(|i| match i.expires_at {
-            0 => f64::INFINITY,
-            t => t.saturating_sub(core.now_ms()) as f64 / 1000.0,
-        }))
+        self.io(key.py(), |core| {
+            core.peek(k).map(|i| match i.expires_at {
+                0 => f64::INFINITY,
+                t => t.saturating_sub(core.now_ms()) as f64 / 1000.0,
+            })
+        })
     }
 
     /// Removes `key`; True if it was present.
     fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let core = self.open()?;
         let (k, _) = key_of(key)?;
-        Ok(core.delete(k))
+        self.io(key.py(), |core| core.delete(k))
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -518,9 +615,8 @@ impl PyCache {
 
     /// True if a live entry exists; not counted as a read.
     fn contains_key(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let core = self.open()?;
         let (k, _) = key_of(key)?;
-        Ok(core.contains(k))
+        self.io(key.py(), |core| core.contains(k))
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -529,9 +625,9 @@ impl PyCache {
 
     /// The live keys, as `str` where they were set as `str`, else `bytes`.
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let core = self.open()?;
-        Ok(core
-            .keys()
+        Ok(self
+            .io(py, |core| core.keys())?
+            .map_err(to_py)?
             .into_iter()
             .map(|(k, text)| match std::str::from_utf8(&k) {
                 Ok(s) if text => PyString::new(py, s).into_any(),
@@ -547,19 +643,24 @@ impl PyCache {
             .map(Bound::into_any)
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.open()?.len() as usize)
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.io(py, |core| core.len())? as usize)
     }
 
-    /// Removes every entry (counters are kept).
-    fn clear(&self) -> PyResult<()> {
-        self.open()?.clear();
-        Ok(())
+    /// Removes every entry, from both tiers (counters are kept).
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.io(py, |core| core.clear())
     }
 
-    /// Reclaims expired entries now; returns how many.
-    fn sweep_expired(&self) -> PyResult<usize> {
-        Ok(self.open()?.sweep_expired())
+    /// Reclaims expired entries now, in both tiers; returns how many.
+    fn sweep_expired(&self, py: Python<'_>) -> PyResult<u64> {
+        self.io(py, |core| core.sweep_expired())?.map_err(to_py)
+    }
+
+    /// Waits until every write so far has reached the L2 file, and fsyncs it. A no-op without
+    /// an L2.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.io(py, |core| core.flush(true))?.map_err(to_py)
     }
 
     /// Counters and sizes. memcached's names (`get_hits`, `curr_items`, ...) plus short aliases.
@@ -610,6 +711,11 @@ impl PyCache {
             },
         )?;
         d.set_item("eviction", self.core.config().eviction.name())?;
+        if let Some(t) = self.core.tier_stats() {
+            for (k, v) in t.fields() {
+                d.set_item(k, v)?;
+            }
+        }
         Ok(d)
     }
 
@@ -641,15 +747,20 @@ impl PyCache {
             .map_err(pyo3::exceptions::PyAssertionError::new_err)
     }
 
-    /// Stops background work and closes the cache; later calls raise CacheClosedError.
-    fn shutdown(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        self.core.stop_background();
+    /// Stops background work and closes the cache; later calls raise CacheClosedError. With an
+    /// L2, everything written is committed durably first (and with write_back, the L1 is written
+    /// down), so a restart serves it all.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let core = &self.core;
+        py.detach(|| core.close()).map_err(to_py)
     }
 
     /// Same as `shutdown()`.
-    fn close(&self) {
-        self.shutdown();
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.shutdown(py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -657,9 +768,9 @@ impl PyCache {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
-        self.shutdown();
-        false
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.shutdown(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {

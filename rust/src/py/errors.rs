@@ -34,6 +34,7 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
 
 static CONFIG_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static CLOSED_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static PERSISTENCE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 pub(crate) fn config_error(msg: impl Into<String>) -> PyErr {
     Python::attach(|py| raise(py, &CONFIG_ERROR, "ConfigError", msg.into()))
@@ -49,6 +50,9 @@ pub(crate) fn to_py(err: CoreError) -> PyErr {
             PyValueError::new_err(m)
         }
         CoreError::NonNumeric => PyValueError::new_err(err.to_string()),
+        CoreError::Persistence(m) | CoreError::DiskFull(m) | CoreError::Disk(m) => {
+            Python::attach(|py| raise(py, &PERSISTENCE_ERROR, "PersistenceError", m))
+        }
     }
 }
 

@@ -5,11 +5,52 @@ mod clock;
 mod errors;
 mod server;
 
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+
 use pyo3::prelude::*;
+
+/// Holds what a Python object owns of the core, and drops it with the GIL released.
+///
+/// Dropping the last reference to an L2 cache closes it: the writer thread commits and is
+/// joined, and it (like the warm-up thread) may log through Python's `logging` on the way,
+/// which takes the GIL. Python objects are freed with the GIL held, so dropping there would
+/// deadlock; this releases it first.
+pub(crate) struct Released<T: Send>(ManuallyDrop<T>);
+
+impl<T: Send> Released<T> {
+    pub(crate) fn new(v: T) -> Self {
+        Released(ManuallyDrop::new(v))
+    }
+}
+
+impl<T: Send> Deref for Released<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send> DerefMut for Released<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Send> Drop for Released<T> {
+    fn drop(&mut self) {
+        // SAFETY: taken exactly once, here, and never used again.
+        let v = unsafe { ManuallyDrop::take(&mut self.0) };
+        Python::attach(|py| py.detach(move || drop(v)));
+    }
+}
 
 /// Free-threaded CPython is not declared (`gil_used = true`) until it is tested.
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The core's log records (L2 errors, warm-up progress) go to Python's `logging`, under the
+    // logger "ratmemcache._core". A host that installed its own `log` backend keeps it.
+    let _ = pyo3_log::try_init();
     m.add_class::<cache::PyCache>()?;
     m.add_class::<clock::PyManualClock>()?;
     m.add_class::<server::PyEngine>()?;

@@ -20,7 +20,7 @@ const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
 
 #[pyclass(module = "ratmemcache._core", name = "Engine", frozen)]
 pub(crate) struct PyEngine {
-    engine: Arc<Engine>,
+    engine: super::Released<Arc<Engine>>,
 }
 
 #[pymethods]
@@ -55,14 +55,14 @@ impl PyEngine {
             settings: pairs,
         };
         Ok(PyEngine {
-            engine: Arc::new(Engine::new(cache.core.clone(), config)),
+            engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
         })
     }
 
     /// A new connection's protocol state.
     fn session(&self) -> PySession {
         PySession {
-            session: Session::new(self.engine.clone()),
+            session: super::Released::new(Session::new(Arc::clone(&self.engine))),
             out: Vec::new(),
         }
     }
@@ -75,6 +75,12 @@ impl PyEngine {
     #[getter]
     fn shutdown_requested(&self) -> bool {
         self.engine.shutdown_requested()
+    }
+
+    /// Commands may wait on the disk (the L2 is on): run `Session.feed` off the event loop.
+    #[getter]
+    fn may_block(&self) -> bool {
+        self.engine.may_block()
     }
 
     #[getter]
@@ -99,7 +105,7 @@ impl PyEngine {
 
 #[pyclass(module = "ratmemcache._core", name = "Session")]
 pub(crate) struct PySession {
-    session: Session,
+    session: super::Released<Session>,
     out: Vec<u8>,
 }
 
@@ -112,7 +118,10 @@ impl PySession {
         }
         self.out.clear();
         let (session, out) = (&mut self.session, &mut self.out);
-        let close = if data.len() >= LARGE_FEED || session.buffered() >= LARGE_FEED {
+        let offload = data.len() >= LARGE_FEED
+            || session.buffered() >= LARGE_FEED
+            || session.engine().may_block();
+        let close = if offload {
             py.detach(|| session.feed(data, out))
         } else {
             session.feed(data, out)

@@ -442,8 +442,14 @@ impl DiskStore {
         if st.stop {
             return Ok(());
         }
+        // The batch to wait for: the gathering one if it holds anything (or a durable commit
+        // is wanted, which commits even an empty batch), else the last one taken.
+        let batch = if durable || !st.pending.is_empty() || st.clear_pending {
+            st.batch
+        } else {
+            st.batch - 1
+        };
         st.want_durable |= durable;
-        let batch = st.batch;
         sh.work.notify_one();
         while st.done < batch {
             sh.finished.wait(&mut st);
@@ -551,6 +557,8 @@ impl DiskStore {
     /// Runs the expiry sweep now and waits for it (the writer thread runs it every
     /// `cleanup_interval`). Returns the records it deleted.
     pub fn sweep_expired(&self) -> Result<u64, CoreError> {
+        // Queued deletes first, so what was already deleted isn't counted as swept.
+        self.flush(false)?;
         let sh = &self.shared;
         let before = sh.counters.expirations.load(Ordering::Relaxed);
         let mut st = sh.state.lock();

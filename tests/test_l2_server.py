@@ -1,0 +1,304 @@
+"""The L2 tier through ``ratmemcached``: restarts, SIGKILL under write load, bad data dirs, a full
+disk, and cold disk reads that must not stall other clients. Real servers, real clients, real
+files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheServerError
+
+from servers import free_port, ratmemcached, ratmemcached_argv, start_ratmemcached
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+
+
+def l2_config(data_dir: Path, **l2: Any) -> dict[str, Any]:
+    return {"l2": {"enable_l2_cache": True, "data_dir": data_dir.as_posix(), **l2}}
+
+
+def client(srv: Any, timeout: float = 10.0) -> Client:
+    return Client(srv.address, connect_timeout=timeout, timeout=timeout)
+
+
+def value_of(key: str, version: int = 0, size: int = 200) -> bytes:
+    seed = f"{key}:{version}:".encode()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+@pytest.mark.parametrize("strategy", ["write_through", "write_back"])
+def test_a_graceful_restart_serves_everything(tmp_path: Path, strategy: str) -> None:
+    cfg = l2_config(tmp_path / "data", l2_write_strategy=strategy)
+    keys = [f"key{i}" for i in range(3000)]
+    bigs = {f"big{i}": os.urandom(200_000) for i in range(3)}
+    with ratmemcached("-m", "1", config=cfg) as srv:
+        c = client(srv)
+        for k in keys:
+            assert c.set(k, value_of(k, size=500), noreply=False)
+        for k, v in bigs.items():
+            assert c.set(k, v, noreply=False)
+        cas_before = max(int(c.gets(k)[1]) for k in keys[:50])
+        stats = c.stats()
+        assert int(stats[b"evictions"]) > 0, "1 MB of L1 can't hold 1.5 MB: the L2 must"
+        c.close()
+    assert srv.returncode == 0, srv.output()
+    with ratmemcached("-m", "1", config=cfg) as srv:
+        c = client(srv)
+        got = c.get_many(keys)
+        missing = [k for k in keys if got.get(k) != value_of(k, size=500)]
+        assert not missing, f"{len(missing)} lost, e.g. {missing[:5]}"
+        for k, v in bigs.items():
+            assert c.get(k) == v
+        assert c.set("after", b"x", noreply=False)
+        assert int(c.gets("after")[1]) > cas_before, "CAS uniques stay unique across the restart"
+        c.close()
+
+
+def _writer(
+    srv: Any, tid: int, acked: dict[str, int], stop: threading.Event, errors: list[str]
+) -> None:
+    """Writes unique keys and overwrites one hot key, recording what the server acknowledged."""
+    try:
+        c = client(srv, timeout=5)
+        i = 0
+        while not stop.is_set():
+            key = f"t{tid}-{i}"
+            if c.set(key, value_of(key), noreply=False):
+                acked[key] = 0
+            hot = f"hot{tid}"
+            if c.set(hot, value_of(hot, i), noreply=False):
+                acked[hot] = i
+            i += 1
+    except (OSError, ConnectionError, MemcacheServerError) as e:
+        if not stop.is_set():
+            errors.append(repr(e))
+    except Exception as e:  # the server died under us: expected once killed
+        if not stop.is_set():
+            errors.append(repr(e))
+
+
+@posix_only
+def test_sigkill_under_write_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    cfg = l2_config(tmp_path / "data", sync="always")
+    srv = start_ratmemcached(config=cfg)
+    acked: dict[str, int] = {}
+    stop = threading.Event()
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=_writer, args=(srv, t, acked, stop, errors)) for t in range(4)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(acked) < 800 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.send_signal(signal.SIGKILL)  # mid-load: writes are in flight
+        srv.wait()
+        stop.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        stop.set()
+        srv.stop()
+        srv.cleanup()
+    assert srv.returncode == -signal.SIGKILL
+    assert len(acked) >= 200, f"only {len(acked)} writes acknowledged; errors: {errors[:3]}"
+    with ratmemcached(config=cfg) as srv2:
+        c = client(srv2)
+        keys = list(acked)
+        got: dict[str, bytes] = {}
+        for i in range(0, len(keys), 100):
+            got.update(c.get_many(keys[i : i + 100]))
+        lost = [k for k, v in acked.items() if not k.startswith("hot") and got.get(k) != value_of(k)]
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+        for k, version in acked.items():
+            if k.startswith("hot"):
+                v = got.get(k)
+                assert v is not None, k
+                stored = int(v.split(b":")[1])
+                assert stored >= version, f"{k}: acknowledged version {version}, found {stored}"
+                assert v == value_of(k, stored), f"{k}: a torn value"
+        c.close()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ratmemcached_argv(*args, "-l", "127.0.0.1", "-p", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def refused(config: Path) -> str:
+    """Starts the server, expects it to refuse with one line; returns that line."""
+    proc = run_cli("--config", str(config))
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def write_config(tmp_path: Path, data: Path, extra: str = "") -> Path:
+    p = tmp_path / "l2.toml"
+    p.write_text(f'[l2]\nenable_l2_cache = true\ndata_dir = "{data.as_posix()}"\n{extra}')
+    return p
+
+
+def make_database(data: Path) -> Path:
+    """A real L2 file with some records, closed cleanly."""
+    import ratmemcache
+
+    with ratmemcache.Cache(l2_dir=data) as c:
+        for i in range(3000):
+            c.set(f"k{i}", os.urandom(300))
+    return data / "ratmemcache-l2.redb"
+
+
+def test_a_garbage_or_truncated_file_refuses_to_start_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "ratmemcache-l2.redb"
+    db.write_bytes(b"not a database" * 5000)
+    line = refused(write_config(tmp_path, data))
+    assert str(db) in line and "corrupt" in line and 'on_corruption = "reset"' in line
+
+    db.unlink()
+    make_database(data)
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.truncate(size // 3)
+    line = refused(write_config(tmp_path, data))
+    assert str(db) in line
+
+    # The user's choice: start fresh, keeping the bad file aside.
+    cfg = write_config(tmp_path, data, 'on_corruption = "reset"\n')
+    with ratmemcached(config=cfg) as srv:
+        c = client(srv)
+        assert c.get("k1") is None
+        assert c.set("k1", b"new", noreply=False)
+        c.close()
+    aside = [p for p in data.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].stat().st_size == size // 3
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *options: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``path`` (root only); skips the test where mounting fails."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("needs root on Linux to mount a tmpfs")
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join(options)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_read_only_data_dir_refuses_to_start_naming_it(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        line = refused(write_config(tmp_path, ro))
+    else:
+        # root ignores permission bits: a read-only mount is the honest test.
+        with tmpfs(tmp_path / "ro", "ro", "size=1m") as ro:
+            line = refused(write_config(tmp_path, ro))
+    assert str(tmp_path / "ro") in line and "not writable" in line
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    cfg = l2_config(tmp_path / "data")
+    with ratmemcached(config=cfg):
+        line = refused(write_config(tmp_path, tmp_path / "data"))
+    assert "locked by another process" in line
+
+
+def test_a_full_disk_is_a_server_error_and_the_server_recovers(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "size=4m") as disk:
+        filler = disk / "filler"
+        cfg = l2_config(disk / "data", sync="always", max_disk_size="64MB")
+        with ratmemcached("-I", "2m", config=cfg) as srv:
+            c = client(srv)
+            assert c.set("small", b"kept in L1", noreply=False)
+            filler.write_bytes(b"\0" * (2 << 20))
+            failures = 0
+            for i in range(40):
+                try:
+                    c.set(f"big{i}", os.urandom(300_000), noreply=False)
+                except MemcacheServerError as e:
+                    assert "out of disk space" in str(e)
+                    failures += 1
+                    break
+            assert failures == 1, "the disk never filled"
+            assert c.get("small") == b"kept in L1", "the server keeps serving"
+            filler.unlink()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert c.set("after", os.urandom(300_000), noreply=False)
+                    break
+                except MemcacheServerError:
+                    assert time.monotonic() < deadline, "never recovered"
+                    time.sleep(0.2)
+            assert c.get("small") == b"kept in L1"
+            c.close()
+        assert "out of disk space" in srv.output() or "No space" in srv.output()
+
+
+def test_a_cold_large_read_does_not_stall_other_clients(tmp_path: Path) -> None:
+    cfg = l2_config(tmp_path / "data", sync="never")
+    big = os.urandom(8 << 20)
+    with ratmemcached("-I", "16m", config=cfg) as srv:
+        setup = client(srv, timeout=30)
+        assert setup.set("big", big, noreply=False)
+        assert setup.set("hot", b"h", noreply=False)
+        setup.close()
+        stop = threading.Event()
+        big_times: list[float] = []
+
+        def read_big() -> None:
+            c = client(srv, timeout=30)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                assert c.get("big") == big
+                big_times.append(time.perf_counter() - t0)
+            c.close()
+
+        t = threading.Thread(target=read_big)
+        t.start()
+        small = client(srv)
+        lat: list[float] = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline or len(big_times) < 3:
+            t0 = time.perf_counter()
+            assert small.get("hot") == b"h"
+            lat.append(time.perf_counter() - t0)
+        stop.set()
+        t.join(30)
+        small.close()
+    median_big = statistics.median(big_times)
+    median_small = statistics.median(lat)
+    assert median_small < median_big / 5, (median_small, median_big)
+    assert median_small < 0.02, f"small gets took {median_small * 1000:.1f} ms (median)"
