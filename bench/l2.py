@@ -19,9 +19,10 @@ What is measured, single-threaded unless said otherwise, in µs per operation (m
 
 * ``get`` of every key once, in a shuffled order, after the ``sync="never"`` sets:
 
-  - "warm": the same open cache. ratmemcache runs with a deliberately tiny L1
-    (``--l1``, default 1MB) so that the working set does not fit and most reads go to the L2;
-    the L1 hit ratio observed in ``stats()`` is printed with the row;
+  - "warm": the same open cache. ratmemcache runs with a deliberately tiny L1 (``--l1``; by
+    default sized to hold about a fifth of the 100 B keys, about 1 MB) so that the working set
+    does not fit and most reads go to the L2; the L1 hit ratio observed in ``stats()`` is
+    printed with the row;
   - "cold": after ``close()`` and reopening (ratmemcache with ``warm_up=False``, so the L1 starts
     empty and every first read comes from the file). The OS page cache is *not* dropped, so
     "cold" means cold process-level caches, not a cold disk.
@@ -29,9 +30,9 @@ What is measured, single-threaded unless said otherwise, in µs per operation (m
   Values over 10 KiB (``large_value_threshold``) live only in ratmemcache's L2, so the 1 MiB gets
   always read the file.
 
-* ``set`` with ``sync="always"`` / FULL from 4 writer threads sharing one cache (ratmemcache
-  group-commits concurrent writers; SQLite serializes writers), reported in ops/s next to the
-  single-thread rate.
+* ``set`` of 100 B values with ``sync="always"`` / FULL from 4 writer threads sharing one cache
+  (ratmemcache group-commits concurrent writers; SQLite serializes writers), in ops/s, next to
+  the same run with 1 thread (interleaved with it, so both see the same disk).
 
 Every value read back is compared with the value that was set (after the timed loop, outside the
 timing), and the ``sync="always"`` and threaded runs read all their keys back too, so a fast but
@@ -82,6 +83,7 @@ MIB = 1024 * 1024
 LARGE_VALUE_THRESHOLD = 10 * KIB
 DISK_BUDGET = 8 * 1024 * MIB  # far above any working set here: no L2 eviction, no diskcache cull
 THREADS = 4
+L1_BYTES_PER_SMALL_ITEM = 240  # what a 100 B value under a 14-byte key costs in ratmemcache's L1
 RAT = "ratmemcache"
 DC = "diskcache"
 
@@ -326,12 +328,17 @@ def run_sets_and_gets(
 
 
 def run_threaded_sets(
-    lib: str, keys: list[str], values: list[bytes], threads: int, res: Results, base: str, l1: str
+    lib: str,
+    keys: list[str],
+    values: list[bytes],
+    threads: int,
+    res: Results,
+    args: argparse.Namespace,
 ) -> None:
     """``threads`` writers, each setting its own slice of the keys, sync always / FULL."""
     expected = dict(zip(keys, values, strict=True))
-    with tempfile.TemporaryDirectory(prefix=f"l2bench-{lib}-mt-", dir=base) as d:
-        cache = open_cache(lib, d, "always", l1)
+    with tempfile.TemporaryDirectory(prefix=f"l2bench-{lib}-mt-", dir=args.dir) as d:
+        cache = open_cache(lib, d, "always", args.l1)
         barrier = threading.Barrier(threads + 1)
         errors: list[BaseException] = []
 
@@ -363,9 +370,9 @@ def run_threaded_sets(
         if lib == RAT:
             st = cache.stats()
             check_rat_errors(cache, "threaded sets")
-            res.note("mt commits", st["l2_commits"])
+            res.note(f"mt commits {threads}", st["l2_commits"])
         cache.close()
-    res.add(f"set 100 B, sync=always, {threads} threads", lib, len(keys) / (elapsed / 1e9))
+    res.add(f"mt {threads}", lib, len(keys) / (elapsed / 1e9))
 
 
 # ---------------------------------------------------------------- report
@@ -380,6 +387,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def ratmemcache_build() -> str:
@@ -414,7 +428,7 @@ def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
     print("| workload | ratmemcache µs/op | diskcache µs/op | ratio (dc/rat) |")
     print("|---|---:|---:|---:|")
     for row in res.order:
-        if "threads" in row:
+        if row.startswith("mt "):
             continue
         r, d = res.median(row, RAT), res.median(row, DC)
         label = row
@@ -425,21 +439,20 @@ def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
         ratio = f"{d / r:.2f}" if r and d else "-"
         print(f"| {label} | {fmt(r)} | {fmt(d)} | {ratio} |")
 
-    mt_rows = [row for row in res.order if "threads" in row]
-    single = "set 100 B, sync=always"
-    if mt_rows and res.median(single, RAT):
+    mt_rows = [row for row in res.order if row.startswith("mt ")]
+    if mt_rows:
         print()
-        print("| sync=always / FULL, 100 B sets | ratmemcache ops/s | diskcache ops/s | ratio |")
-        print("|---|---:|---:|---:|")
-        for label, r, d in [
-            ("1 thread", 1e6 / (res.median(single, RAT) or 1), 1e6 / (res.median(single, DC) or 1)),
-            *[(row.split(", ")[-1], res.median(row, RAT), res.median(row, DC)) for row in mt_rows],
-        ]:
+        print(f"{args.mt_ops} sets of 100 B, sync=always / FULL, one shared cache:")
+        print()
+        print("| writer threads | ratmemcache ops/s | diskcache ops/s | rat/dc | rat commits |")
+        print("|---|---:|---:|---:|---:|")
+        for row in mt_rows:
+            threads = row.split()[1]
+            r, d = res.median(row, RAT), res.median(row, DC)
             ratio = f"{r / d:.2f}" if r and d else "-"
-            print(f"| {label} | {fmt(r, 0)} | {fmt(d, 0)} | {ratio} |")
-        commits = res.note_median("mt commits")
-        if commits is not None:
-            print(f"(ratmemcache L2 commits in the {THREADS}-thread run, median: {commits:.0f})")
+            commits = res.note_median(f"mt commits {threads}")
+            shown = "-" if commits is None else f"{commits:.0f}"
+            print(f"| {threads} | {fmt(r, 0)} | {fmt(d, 0)} | {ratio} | {shown} |")
 
     print()
     print("ratmemcache sync=never/periodic sets, queue only (the set loop without the final")
@@ -464,28 +477,46 @@ def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark ratmemcache's L2 (disk tier) against diskcache.Cache.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="about 30 s: fewer ops and repetitions")
-    p.add_argument("--repeat", type=int, default=None, help="repetitions (default 3; quick: 3)")
+    p.add_argument("--quick", action="store_true", help="fewer ops: about 30 s, not 5 min")
+    p.add_argument("--repeat", type=int, default=None, help="repetitions (default: 3)")
     p.add_argument(
-        "--scale", type=float, default=None, help="multiply op counts (default 1; quick: 0.15)"
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply op counts (default: 1, or 0.15 with --quick)",
     )
     p.add_argument(
         "--modes",
         default="never,always",
-        help="comma-separated ratmemcache l2_sync modes to pair (never, always, periodic)",
+        help="comma-separated ratmemcache l2_sync modes to pair: never, always, periodic "
+        "(default: never,always)",
     )
     p.add_argument("--no-compressible", action="store_true", help="skip the compressible values")
     p.add_argument("--no-threads", action="store_true", help=f"skip the {THREADS}-thread sets")
-    p.add_argument("--threaded-ops", type=int, default=1_600, help="total 4-thread sets")
-    p.add_argument("--l1", default="1MB", help="ratmemcache max_memory (small: reads hit the L2)")
-    p.add_argument("--dir", default=None, help="parent of the temporary directories")
+    p.add_argument(
+        "--threaded-ops", type=int, default=1_200, help="sets per threaded run (default: 1200)"
+    )
+    p.add_argument(
+        "--l1",
+        default="auto",
+        help="ratmemcache max_memory, small so that reads go to the L2; "
+        "auto (default): about a fifth of the 100 B working set",
+    )
+    p.add_argument(
+        "--dir",
+        default=None,
+        help="parent of the temporary directories (default: the system temp dir)",
+    )
     p.add_argument("--build-label", default=None, help="describe the ratmemcache build")
     args = p.parse_args(argv)
-    args.repeat = args.repeat or 3
+    args.repeat = max(1, args.repeat or 3)
     if args.scale is None:
         args.scale = 0.15 if args.quick else 1.0
+    if args.l1 == "auto":
+        n_small = round(WORKLOADS[0].n_never * args.scale)
+        args.l1 = max(64 * KIB, n_small * L1_BYTES_PER_SMALL_ITEM // 5)
+    args.mt_ops = max(THREADS * 10, round(args.threaded_ops * args.scale))
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in args.modes:
         if m not in SYNC_PAIRS:
@@ -507,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"ratmemcache {ratmemcache.__version__}, build: {build}; diskcache "
         f"{importlib.metadata.version('diskcache')}, SQLite {sqlite3.sqlite_version}"
     )
+    print(f"load average at start: {load_average()}")
     print(f"temp dirs under {base}; repeat={args.repeat}, scale={args.scale}, modes={args.modes}")
 
     res = Results()
@@ -533,16 +565,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         del values
 
     if not args.no_threads and "always" in args.modes:
-        n = max(THREADS * 10, round(args.threaded_ops * args.scale))
-        values = make_values(WORKLOADS[0], n, rng)
-        keys = make_keys("mt", n)
+        values = make_values(WORKLOADS[0], args.mt_ops, rng)
+        keys = make_keys("mt", args.mt_ops)
         for rep in range(args.repeat):
             for lib in (RAT, DC) if rep % 2 == 0 else (DC, RAT):
-                run_threaded_sets(lib, keys, values, THREADS, res, args.dir, args.l1)
+                for threads in (1, THREADS):
+                    run_threaded_sets(lib, keys, values, threads, res, args)
         print(f"  done: {THREADS}-thread sets ({time.monotonic() - started:.0f} s)", flush=True)
 
     print_report(res, args, build)
-    print(f"\nTotal time {time.monotonic() - started:.0f} s.")
+    print(f"\nTotal time {time.monotonic() - started:.0f} s; load average at end: {load_average()}")
     return 0
 
 

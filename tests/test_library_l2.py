@@ -112,7 +112,7 @@ def test_bad_arguments_and_bad_dirs_raise_clear_errors(tmp_path: Path) -> None:
 
 def test_a_corrupt_file_is_refused_or_moved_aside(tmp_path: Path) -> None:
     (tmp_path / "ratmemcache-l2.redb").write_bytes(b"\x00garbage" * 10_000)
-    with pytest.raises(PersistenceError, match="corrupt.*on_corruption"):
+    with pytest.raises(PersistenceError, match=r"corrupt.*on_corruption"):
         open_cache(tmp_path)
     with open_cache(tmp_path, on_corruption="reset") as c:
         assert len(c) == 0

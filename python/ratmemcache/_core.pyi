@@ -1,7 +1,7 @@
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import TracebackType
-import os
 from typing import Any, Protocol, TypeVar, final, overload
 
 from typing_extensions import disjoint_base

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::cache::{
-    Cache, CacheStats, Delta, DeltaOutcome, Item, ItemRef, ItemState, MetaDelta,
-    MetaDeleteOutcome, MetaEntry, MetaGetOpts, Snapshot, StoreMode, StoreOpts, StoreOutcome, Ttl,
+    Cache, CacheStats, Delta, DeltaOutcome, Item, ItemRef, ItemState, MetaDeleteOutcome, MetaDelta,
+    MetaEntry, MetaGetOpts, Snapshot, StoreMode, StoreOpts, StoreOutcome, Ttl,
 };
 use crate::error::CoreError;
 use crate::store::{DiskConfig, DiskStats, DiskStore, Header};
@@ -124,6 +124,9 @@ impl TierStats {
         ]
     }
 }
+
+/// A key, and whether the library stored it as text.
+pub type KeyOf = (Box<[u8]>, bool);
 
 /// Where a command runs.
 enum Place {
@@ -394,15 +397,19 @@ impl Tiered {
             }
             Some(s) if s.value.len() > l2.config.large_value_threshold => {
                 self.l1.remove_quiet(key);
-                l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
+                l2.disk
+                    .put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
             }
             Some(s) => {
                 if detached && !self.l1.restore(key, &s, true, true) {
                     // Too large for a shard: it stays in the L2 whatever the threshold says.
-                    return l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false);
+                    return l2
+                        .disk
+                        .put(key, &header_of(&s, self.now_ms()), &s.value, false);
                 }
                 if through {
-                    l2.disk.put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
+                    l2.disk
+                        .put(key, &header_of(&s, self.now_ms()), &s.value, false)?;
                 } else {
                     // write_back: the item now lives in the L1 only; drop any older L2 copy.
                     l2.disk.delete(key, false)?;
@@ -451,7 +458,8 @@ impl Tiered {
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.read(key, false, |c| c.contains(key).then_some(())).is_some()
+        self.read(key, false, |c| c.contains(key).then_some(()))
+            .is_some()
     }
 
     pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
@@ -642,7 +650,7 @@ impl Tiered {
     }
 
     /// The live keys of both tiers, each with whether the library stored it as text.
-    pub fn keys(&self) -> Result<Vec<(Box<[u8]>, bool)>, CoreError> {
+    pub fn keys(&self) -> Result<Vec<KeyOf>, CoreError> {
         let mut keys = self.l1.keys();
         if let Some(l2) = &self.l2 {
             let seen: std::collections::HashSet<Box<[u8]>> =

@@ -774,9 +774,9 @@ mod tests {
 
     use super::*;
     use crate::cache::{Cache, CacheConfig, ManualClock};
-    use crate::tiered::Tiered;
     use crate::engine::EngineConfig;
     use crate::protocol::Session;
+    use crate::tiered::Tiered;
 
     const T0: u64 = 1_700_000_000_000;
 

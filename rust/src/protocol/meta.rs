@@ -41,12 +41,12 @@ use super::limits::{KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
 use super::text::{
     push_num, store_failure, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE,
 };
-use crate::error::CoreError;
 use crate::cache::{
     memcached_item_size, Delta, ItemState, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
     StoreMode, StoreOpts, StoreOutcome, Ttl,
 };
 use crate::engine::Engine;
+use crate::error::CoreError;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a meta command line may have at most this many tokens,
 /// counting the command, the key and memcached's terminal empty token.
@@ -955,9 +955,9 @@ mod tests {
 
     use super::*;
     use crate::cache::{Cache, CacheConfig, ManualClock};
-    use crate::tiered::Tiered;
     use crate::engine::EngineConfig;
     use crate::protocol::Session;
+    use crate::tiered::Tiered;
 
     const T0: u64 = 1_700_000_000_000;
 

@@ -127,6 +127,20 @@ fn size_of_arg(obj: Option<&Bound<'_, PyAny>>, name: &str, default: u64) -> PyRe
     }
 }
 
+/// One of a fixed set of spellings, or a ConfigError that lists them.
+fn choice<T: Copy>(name: &str, value: &str, options: &[(&str, T)]) -> PyResult<T> {
+    match options.iter().find(|(k, _)| *k == value) {
+        Some((_, v)) => Ok(*v),
+        None => {
+            let names: Vec<String> = options.iter().map(|(k, _)| format!("{k:?}")).collect();
+            Err(config_error(format!(
+                "{name} must be one of {}, got {value:?}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
 fn delta_of(delta: &Bound<'_, PyAny>) -> PyResult<u64> {
     match delta.extract::<i128>() {
         Ok(d) if (0..=u64::MAX as i128).contains(&d) => Ok(d as u64),
@@ -341,45 +355,41 @@ impl PyCache {
                 let disk = DiskConfig {
                     dir,
                     max_disk_size: size_of_arg(l2_max_disk_size, "l2_max_disk_size", 1 << 30)?,
-                    sync: match l2_sync {
-                        "always" => SyncMode::Always,
-                        "periodic" => SyncMode::Periodic,
-                        "never" => SyncMode::Never,
-                        other => {
-                            return Err(config_error(format!(
-                                "l2_sync must be \"always\", \"periodic\" or \"never\", got {other:?}"
-                            )))
-                        }
-                    },
+                    sync: choice(
+                        "l2_sync",
+                        l2_sync,
+                        &[
+                            ("always", SyncMode::Always),
+                            ("periodic", SyncMode::Periodic),
+                            ("never", SyncMode::Never),
+                        ],
+                    )?,
                     compression: Compression {
                         enabled: compression,
-                        threshold: size_of_arg(compression_threshold, "compression_threshold", 1024)?
-                            as usize,
+                        threshold: size_of_arg(
+                            compression_threshold,
+                            "compression_threshold",
+                            1024,
+                        )? as usize,
                     },
-                    on_corruption: match on_corruption {
-                        "fail" => OnCorruption::Fail,
-                        "reset" => OnCorruption::Reset,
-                        other => {
-                            return Err(config_error(format!(
-                                "on_corruption must be \"fail\" or \"reset\", got {other:?}"
-                            )))
-                        }
-                    },
+                    on_corruption: choice(
+                        "on_corruption",
+                        on_corruption,
+                        &[("fail", OnCorruption::Fail), ("reset", OnCorruption::Reset)],
+                    )?,
                     clear_on_startup,
                     cleanup_interval: cleanup,
                     ..DiskConfig::default()
                 };
                 let tiers = TierConfig {
-                    strategy: match l2_write_strategy {
-                        "write_through" => WriteStrategy::WriteThrough,
-                        "write_back" => WriteStrategy::WriteBack,
-                        other => {
-                            return Err(config_error(format!(
-                                "l2_write_strategy must be \"write_through\" or \"write_back\", \
-                                 got {other:?}"
-                            )))
-                        }
-                    },
+                    strategy: choice(
+                        "l2_write_strategy",
+                        l2_write_strategy,
+                        &[
+                            ("write_through", WriteStrategy::WriteThrough),
+                            ("write_back", WriteStrategy::WriteBack),
+                        ],
+                    )?,
                     large_value_threshold: size_of_arg(
                         large_value_threshold,
                         "large_value_threshold",

@@ -646,7 +646,8 @@ fn open_db(path: &Path, page_cache: usize) -> Result<Database, Opened> {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => Err(Opened::Locked),
         Ok(Err(DatabaseError::Storage(StorageError::Io(e))))
-            if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof =>
+            if e.kind() == io::ErrorKind::InvalidData
+                || e.kind() == io::ErrorKind::UnexpectedEof =>
         {
             Err(Opened::Corrupt(e.to_string()))
         }
@@ -689,10 +690,7 @@ impl Shared {
     }
 
     /// Runs a read against the current file.
-    fn read<R>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<R, redb::Error>,
-    ) -> Result<R, CoreError> {
+    fn read<R>(&self, f: impl FnOnce(&Database) -> Result<R, redb::Error>) -> Result<R, CoreError> {
         let Some(db) = self.db() else {
             return Err(CoreError::Disk(format!(
                 "the L2 file {} is not open (it is being reopened after an error)",
@@ -1011,7 +1009,10 @@ impl Shared {
                 }
                 tx.commit()?;
                 c.items.fetch_sub(removed, Ordering::Relaxed);
-                c.bytes.fetch_sub(freed.min(c.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                c.bytes.fetch_sub(
+                    freed.min(c.bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 c.expirations.fetch_add(removed, Ordering::Relaxed);
                 Ok(removed)
             };
