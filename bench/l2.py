@@ -43,7 +43,7 @@ Notes: diskcache stores ``bytes`` of 32 KiB and more (``disk_min_file_size``) as
 that it never fsyncs, even with ``sqlite_synchronous=2``; its 1 MiB "always" figures are
 therefore not durable writes. diskcache does not compress.
 
-Run (about 5 minutes by default, about 30 s with ``--quick``)::
+Run (about 2-3 minutes by default on a 2-core box, about 30 s with ``--quick``)::
 
     python bench/l2.py
     python bench/l2.py --quick
@@ -71,7 +71,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import diskcache
 
@@ -111,14 +111,6 @@ WORKLOADS = (
 )
 
 
-class KV(Protocol):
-    """The part of both caches the benchmark uses."""
-
-    def set(self, key: str, value: bytes) -> Any: ...
-    def get(self, key: str) -> Any: ...
-    def close(self) -> None: ...
-
-
 @dataclass
 class Results:
     """Samples per (row, library): µs/op, or ops/s for the threaded rows."""
@@ -138,6 +130,11 @@ class Results:
     def median(self, row: str, lib: str) -> float | None:
         s = self.samples.get((row, lib))
         return statistics.median(s) if s else None
+
+    def spread(self, row: str, lib: str) -> str:
+        """max / min of the samples: how noisy the row was."""
+        s = self.samples.get((row, lib))
+        return f"{max(s) / min(s):.2f}" if s and min(s) > 0 else "-"
 
     def note_median(self, key: str) -> float | None:
         s = self.notes.get(key)
@@ -188,7 +185,7 @@ def verify(keys: Sequence[str], got: Sequence[Any], expected: dict[str, bytes], 
 # ---------------------------------------------------------------- the two caches
 
 
-def open_rat(path: str, sync: str, l1: str, warm_up: bool = True) -> Any:
+def open_rat(path: str, sync: str, l1: int | str, warm_up: bool = True) -> Any:
     return ratmemcache.Cache(
         max_memory=l1,
         l2_dir=path,
@@ -209,7 +206,7 @@ def open_dc(path: str, sync: str) -> Any:
     )
 
 
-def open_cache(lib: str, path: str, sync: str, l1: str, warm_up: bool = True) -> Any:
+def open_cache(lib: str, path: str, sync: str, l1: int | str, warm_up: bool = True) -> Any:
     return open_rat(path, sync, l1, warm_up) if lib == RAT else open_dc(path, sync)
 
 
@@ -425,8 +422,8 @@ def pct(x: float | None) -> str:
 
 def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
     print()
-    print("| workload | ratmemcache µs/op | diskcache µs/op | ratio (dc/rat) |")
-    print("|---|---:|---:|---:|")
+    print("| workload | ratmemcache µs/op | diskcache µs/op | ratio (dc/rat) | max/min rat, dc |")
+    print("|---|---:|---:|---:|---:|")
     for row in res.order:
         if row.startswith("mt "):
             continue
@@ -437,22 +434,27 @@ def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
             kind = "cold" if "cold" in row else "warm"
             label += f" [rat L1 hit {pct(res.note_median(f'l1hit {kind} {size}'))}]"
         ratio = f"{d / r:.2f}" if r and d else "-"
-        print(f"| {label} | {fmt(r)} | {fmt(d)} | {ratio} |")
+        spread = f"{res.spread(row, RAT)}, {res.spread(row, DC)}"
+        print(f"| {label} | {fmt(r)} | {fmt(d)} | {ratio} | {spread} |")
 
     mt_rows = [row for row in res.order if row.startswith("mt ")]
     if mt_rows:
         print()
         print(f"{args.mt_ops} sets of 100 B, sync=always / FULL, one shared cache:")
         print()
-        print("| writer threads | ratmemcache ops/s | diskcache ops/s | rat/dc | rat commits |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            "| writer threads | ratmemcache ops/s | diskcache ops/s | ratio (rat/dc) "
+            "| rat commits | max/min rat, dc |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
         for row in mt_rows:
             threads = row.split()[1]
             r, d = res.median(row, RAT), res.median(row, DC)
             ratio = f"{r / d:.2f}" if r and d else "-"
             commits = res.note_median(f"mt commits {threads}")
             shown = "-" if commits is None else f"{commits:.0f}"
-            print(f"| {threads} | {fmt(r, 0)} | {fmt(d, 0)} | {ratio} | {shown} |")
+            spread = f"{res.spread(row, RAT)}, {res.spread(row, DC)}"
+            print(f"| {threads} | {fmt(r, 0)} | {fmt(d, 0)} | {ratio} | {shown} | {spread} |")
 
     print()
     print("ratmemcache sync=never/periodic sets, queue only (the set loop without the final")
@@ -479,7 +481,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Benchmark ratmemcache's L2 (disk tier) against diskcache.Cache.",
     )
     p.add_argument("--quick", action="store_true", help="fewer ops: about 30 s, not 5 min")
-    p.add_argument("--repeat", type=int, default=None, help="repetitions (default: 3)")
+    p.add_argument(
+        "--repeat", type=int, default=None, help="repetitions (default: 5, or 3 with --quick)"
+    )
     p.add_argument(
         "--scale",
         type=float,
@@ -510,7 +514,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--build-label", default=None, help="describe the ratmemcache build")
     args = p.parse_args(argv)
-    args.repeat = max(1, args.repeat or 3)
+    args.repeat = max(1, args.repeat or (3 if args.quick else 5))
     if args.scale is None:
         args.scale = 0.15 if args.quick else 1.0
     if args.l1 == "auto":

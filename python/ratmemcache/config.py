@@ -360,7 +360,9 @@ class L2Config(Section):
 
     enable_l2_cache: bool = setting(False, "bool", "Turn the persistent tier on.")
     data_dir: str | None = setting(None, "path", "Directory for the L2 database.")
-    max_disk_size: int = setting(GIB, "size", "Disk budget; past it, old records are evicted.")
+    max_disk_size: int = setting(
+        GIB, "size", "Disk budget; past it, the oldest records are evicted."
+    )
     enable_compression: bool = setting(
         True, "bool", "Compress L2 records (with [compression] enable_lz4)."
     )
@@ -404,7 +406,8 @@ class CompressionConfig(Section):
     compression_level: int = setting(
         6,
         "int",
-        "1 (fastest) to 12 (smallest). Kept from the original; LZ4's fast mode may ignore it.",
+        "1 to 12, kept from the original and validated; it has no effect, because lz4_flex "
+        "implements LZ4's fast mode only.",
         minimum=1,
         maximum=12,
     )

@@ -233,6 +233,7 @@ impl PyCache {
         ttl: Option<&Bound<'_, PyAny>>,
         mode: StoreMode,
     ) -> PyResult<StoreOutcome> {
+        self.open()?;
         let (k, text) = key_of(key)?;
         let (v, flags) = self.encode(value)?;
         let ttl = ttl_of(ttl)?;
@@ -253,6 +254,7 @@ impl PyCache {
     }
 
     fn delta(&self, key: &Bound<'_, PyAny>, d: Delta) -> PyResult<Option<u64>> {
+        self.open()?;
         let (k, _) = key_of(key)?;
         match self.io(key.py(), |core| core.delta(k, d))? {
             DeltaOutcome::Value(v, _) => Ok(Some(v)),
@@ -593,6 +595,7 @@ impl PyCache {
     /// Sets a new TTL on a live entry; True if it existed.
     #[pyo3(signature = (key, ttl = None))]
     fn touch(&self, key: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        self.open()?;
         let (k, _) = key_of(key)?;
         let ttl = ttl_of(ttl)?;
         self.io(key.py(), |core| core.touch(k, ttl).is_some())
@@ -600,6 +603,7 @@ impl PyCache {
 
     /// Seconds until `key` expires: None if absent, `inf` if it never expires.
     fn ttl(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        self.open()?;
         let (k, _) = key_of(key)?;
         self.io(key.py(), |core| {
             core.peek(k).map(|i| match i.expires_at {
@@ -611,6 +615,7 @@ impl PyCache {
 
     /// Removes `key`; True if it was present.
     fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.open()?;
         let (k, _) = key_of(key)?;
         self.io(key.py(), |core| core.delete(k))
     }
@@ -625,6 +630,7 @@ impl PyCache {
 
     /// True if a live entry exists; not counted as a read.
     fn contains_key(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.open()?;
         let (k, _) = key_of(key)?;
         self.io(key.py(), |core| core.contains(k))
     }
