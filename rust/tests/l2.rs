@@ -534,3 +534,29 @@ fn reads_racing_the_warm_up_never_miss() {
         assert_eq!(t.stats().counters.get_misses, 0);
     }
 }
+
+#[test]
+fn periodic_sync_makes_writes_durable_once_and_an_idle_store_never_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = disk(dir.path());
+    cfg.sync = SyncMode::Periodic;
+    cfg.sync_interval = Duration::from_millis(50);
+    let t = Tiered::open(l1(&c, 1 << 20), cfg, tiers(WriteStrategy::WriteThrough)).unwrap();
+    set(&t, "a", b"1");
+    let settled = |t: &Tiered| {
+        let mut last = u64::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = t.tier_stats().unwrap().disk.commits;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let commits = settled(&t);
+    assert!((1..=2).contains(&commits), "{commits} commits for one write");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.tier_stats().unwrap().disk.commits, commits, "idle: no more commits");
+}

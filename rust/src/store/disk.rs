@@ -224,6 +224,8 @@ struct Shared {
     /// Wakes writers waiting for a batch.
     finished: Condvar,
     counters: Counters,
+    /// Something was committed without an fsync since the last durable commit.
+    unsynced: std::sync::atomic::AtomicBool,
 }
 
 /// The persistent tier. Every method takes `&self`; share it in an `Arc`.
@@ -283,6 +285,7 @@ impl DiskStore {
             work: Condvar::new(),
             finished: Condvar::new(),
             counters: Counters::default(),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         shared.init()?;
         let s = shared.clone();
@@ -782,7 +785,9 @@ impl Shared {
                 if st.stop && !st.has_work() {
                     return;
                 }
+                // Only what was committed without an fsync needs one; an idle store never syncs.
                 let periodic_due = self.cfg.sync == SyncMode::Periodic
+                    && self.unsynced.load(Ordering::Relaxed)
                     && last_durable.elapsed() >= self.cfg.sync_interval;
                 if !st.has_work() && !periodic_due {
                     drop(st);
@@ -883,6 +888,7 @@ impl Shared {
         };
         let run = || -> Result<(), redb::Error> {
             let mut tx = db.begin_write()?;
+            self.unsynced.store(!durable, Ordering::Relaxed);
             tx.set_durability(if durable {
                 Durability::Immediate
             } else {
@@ -973,8 +979,19 @@ impl Shared {
             let Some(db) = self.db() else { return };
             let run = || -> Result<u64, redb::Error> {
                 let mut tx = db.begin_write()?;
-                tx.set_durability(Durability::None)
-                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                // With sync = "never", the sweep is the checkpoint: it makes everything so far
+                // durable, so a crash loses at most one cleanup_interval of writes.
+                let checkpoint =
+                    self.cfg.sync == SyncMode::Never && self.unsynced.load(Ordering::Relaxed);
+                tx.set_durability(if checkpoint {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                })
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                if checkpoint {
+                    self.unsynced.store(false, Ordering::Relaxed);
+                }
                 let c = &self.counters;
                 let mut removed = 0u64;
                 let mut freed = 0u64;
