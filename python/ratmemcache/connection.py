@@ -97,6 +97,7 @@ async def run_connection(
     ``on_server_close`` is called when the session asked to close (after ``quit``, a framing error
     or a ``shutdown`` command) so the server can check whether a shutdown was requested.
     """
+    _settle_read_pause(stream)
     feed = session.feed
     receive = stream.receive
     send = stream.send
@@ -114,7 +115,11 @@ async def run_connection(
                 if state.draining and state.idle:
                     state.closed_because = "shutdown"
                     break
-                if idle_timeout > 0:
+                if session.has_more:
+                    # The last reply hit the budget with requests left: answer them before
+                    # reading more, so a client that doesn't read its replies is not read either.
+                    data = b""
+                elif idle_timeout > 0:
                     with anyio.move_on_after(idle_timeout) as timer:
                         data = await receive(read_size)
                     if timer.cancelled_caught:
@@ -212,3 +217,23 @@ def _report_slow(state: ConnectionState, seconds: float, n_in: int, n_out: int) 
             n_in,
             n_out,
         )
+
+
+def _settle_read_pause(stream: anyio.abc.ByteStream) -> None:
+    """Make the transport's "paused" state true, so a client that never reads gets backpressure.
+
+    anyio pauses reading on an accepted connection and resumes it only while ``receive()``
+    waits. Under uvloop, that first pause can race the loop's own start of reading: the
+    transport then reads with its flag saying "paused", every later ``pause_reading()`` is a
+    no-op, and everything the client sends piles up in memory (seen here: 256 MB buffered for a
+    client streaming into a refused value). Resuming and pausing once, from the connection's
+    task, puts the flag and the socket back in agreement.
+    """
+    transport = getattr(stream, "_transport", None)
+    if transport is None or not hasattr(transport, "pause_reading"):
+        return
+    try:
+        transport.resume_reading()
+        transport.pause_reading()
+    except RuntimeError:  # already closing
+        pass

@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub allow_verbosity: bool,
     /// Extra `stats settings` lines, in order.
     pub settings: Vec<(String, String)>,
+    /// Enables `debug panic`, a command that panics, so tests can check that a bug in one
+    /// command closes only that connection. Off unless a test asks for it.
+    pub test_hooks: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             allow_shutdown: false,
             allow_verbosity: true,
             settings: Vec::new(),
+            test_hooks: false,
         }
     }
 }

@@ -556,7 +556,14 @@ fn periodic_sync_makes_writes_durable_once_and_an_idle_store_never_commits() {
         }
     };
     let commits = settled(&t);
-    assert!((1..=2).contains(&commits), "{commits} commits for one write");
+    assert!(
+        (1..=2).contains(&commits),
+        "{commits} commits for one write"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(t.tier_stats().unwrap().disk.commits, commits, "idle: no more commits");
+    assert_eq!(
+        t.tier_stats().unwrap().disk.commits,
+        commits,
+        "idle: no more commits"
+    );
 }

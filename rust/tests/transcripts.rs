@@ -137,6 +137,9 @@ fn run(path: &Path, bytewise: bool) {
             }
         } else {
             closed = s.feed(&step.send, &mut out);
+            while !closed && s.has_more() {
+                closed = s.feed(&[], &mut out);
+            }
         }
         assert!(
             out == step.expect && closed == step.close,

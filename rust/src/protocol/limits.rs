@@ -13,3 +13,9 @@ pub const MAX_DECLARED_VALUE_LEN: i64 = i32::MAX as i64 - 2;
 pub const DEFAULT_STREAM_CHUNK: usize = 4096;
 /// Inputs at least this large are parsed with the GIL released by the Python binding.
 pub const LARGE_FEED: usize = 256 * 1024;
+/// A feed stops answering pipelined requests once its reply reaches this many bytes; the rest
+/// waits in the read buffer until the I/O engine has sent the reply and feeds again
+/// (`Session::has_more`). Like memcached, which yields a connection whose output is full: a
+/// client that pipelines thousands of gets without reading its replies gets backpressure, and
+/// the server never holds more than about this much of its replies.
+pub const REPLY_BUDGET: usize = 1024 * 1024;

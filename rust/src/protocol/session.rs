@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::limits::REPLY_BUDGET;
 use super::{binary, text};
 use crate::engine::Engine;
 
@@ -34,6 +35,8 @@ pub struct Session {
     text: text::TextState,
     binary: binary::BinaryState,
     closed: bool,
+    /// The last feed stopped at the reply budget with complete requests still buffered.
+    more: bool,
 }
 
 impl Session {
@@ -46,11 +49,18 @@ impl Session {
             text: text::TextState::default(),
             binary: binary::BinaryState::default(),
             closed: false,
+            more: false,
         }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The last `feed` stopped at [`REPLY_BUDGET`] with requests left in the buffer: send its
+    /// reply, then call `feed(&[])` before reading more from the socket.
+    pub fn has_more(&self) -> bool {
+        self.more && !self.closed
     }
 
     /// Bytes buffered but not yet answered (an incomplete command or data block).
@@ -71,8 +81,14 @@ impl Session {
             .bytes_read
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.buf.extend_from_slice(data);
+        self.more = false;
         let close = loop {
             if self.buf.is_empty() {
+                break false;
+            }
+            if out.len() - written_before >= REPLY_BUDGET {
+                // Send this first; the engine feeds again (with no new bytes) after sending.
+                self.more = true;
                 break false;
             }
             let p = match self.proto {
@@ -121,5 +137,53 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Session;
+    use crate::cache::{Cache, CacheConfig};
+    use crate::engine::{Engine, EngineConfig};
+    use crate::protocol::limits::REPLY_BUDGET;
+    use crate::tiered::Tiered;
+
+    #[test]
+    fn pipelined_replies_stop_at_the_budget_and_resume_on_an_empty_feed() {
+        let cfg = CacheConfig {
+            shards: 1,
+            cleanup_interval_ms: 0,
+            ..Default::default()
+        };
+        let cache = Tiered::memory(Cache::new(cfg).unwrap());
+        let mut s = Session::new(Arc::new(Engine::new(cache, EngineConfig::default())));
+        let mut out = Vec::new();
+        let value = vec![b'v'; 100_000];
+        let mut set = format!("set k 0 0 {}\r\n", value.len()).into_bytes();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        s.feed(&set, &mut out);
+        assert_eq!(out, b"STORED\r\n");
+        let gets = b"get k\r\n".repeat(100);
+        out.clear();
+        assert!(!s.feed(&gets, &mut out));
+        assert!(s.has_more(), "100 x 100 KB of replies exceed the budget");
+        assert!(out.len() >= REPLY_BUDGET && out.len() < REPLY_BUDGET + 200_000);
+        let mut feeds = 1;
+        while s.has_more() {
+            s.feed(&[], &mut out);
+            feeds += 1;
+        }
+        assert!(feeds >= 10, "{feeds} feeds");
+        let one = [
+            b"VALUE k 0 100000\r\n".as_slice(),
+            &value,
+            b"\r\nEND\r\n".as_slice(),
+        ]
+        .concat();
+        assert_eq!(out, one.repeat(100), "every reply, in order");
+        assert_eq!(s.buffered(), 0);
     }
 }

@@ -246,6 +246,9 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             out.extend_from_slice(b"\r\n");
         }
         b"quit" => return Progress::Close,
+        b"debug" if engine.config().test_hooks && args.first() == Some(&&b"panic"[..]) => {
+            panic!("`debug panic`: a test hook standing in for a bug in a command")
+        }
         b"verbosity" if ok(2, 3) => verbosity(engine, args, out),
         b"stats" => stats(engine, args, out),
         b"shutdown" => {

@@ -53,6 +53,8 @@ impl PyEngine {
             allow_shutdown,
             allow_verbosity,
             settings: pairs,
+            // Only the test suite sets this, to check how a panicking command is contained.
+            test_hooks: std::env::var_os("RATMEMCACHE_TEST_HOOKS").is_some_and(|v| v == "1"),
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
@@ -121,16 +123,36 @@ impl PySession {
         let offload = data.len() >= LARGE_FEED
             || session.buffered() >= LARGE_FEED
             || session.engine().may_block();
-        let close = if offload {
-            py.detach(|| session.feed(data, out))
+        // A panic is a bug in one command: it must cost only this connection. The session may
+        // be mid-request, so it is closed after a last reply.
+        let mut guarded =
+            || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.feed(data, out)));
+        let result = if offload {
+            py.detach(guarded)
         } else {
-            session.feed(data, out)
+            guarded()
+        };
+        let close = match result {
+            Ok(close) => close,
+            Err(_) => {
+                log::error!("a command panicked; closing that connection (a bug: please report)");
+                session.close();
+                out.extend_from_slice(b"SERVER_ERROR internal error\r\n");
+                true
+            }
         };
         let reply = PyBytes::new(py, &self.out);
         if self.out.capacity() > 1 << 20 {
             self.out = Vec::new();
         }
         Ok((reply, close))
+    }
+
+    /// The last `feed` stopped at the reply budget: send its reply, then `feed(b"")` again
+    /// before reading more (backpressure for clients that pipeline without reading).
+    #[getter]
+    fn has_more(&self) -> bool {
+        self.session.has_more()
     }
 
     /// Bytes received but not yet answered (an incomplete request or value).

@@ -130,6 +130,12 @@ pub fn decode(b: &[u8]) -> Result<(Header, Vec<u8>), RecordError> {
     let payload = &b[HEADER_LEN..];
     let value = match b[1] {
         CODEC_RAW if payload.len() == h.value_len as usize => payload.to_vec(),
+        // LZ4 expands a block at most 255-fold (each input byte adds at most 255 output bytes),
+        // so a longer stated length is corruption. Checked first: the decompressor allocates the
+        // stated length up front, and a damaged header could otherwise ask for 4 GiB.
+        CODEC_LZ4 if h.value_len as usize > payload.len().saturating_mul(255) => {
+            return Err(RecordError::BadValue(h.value_len))
+        }
         CODEC_LZ4 => lz4_flex::block::decompress(payload, h.value_len as usize)
             .ok()
             .filter(|v| v.len() == h.value_len as usize)
