@@ -1,5 +1,5 @@
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, final, overload
@@ -129,6 +129,7 @@ class Engine:
         allow_shutdown: bool = False,
         allow_verbosity: bool = True,
         settings: Mapping[str, object] | None = None,
+        auth: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> Engine: ...
     def session(self) -> Session: ...
     def connection_rejected(self) -> None: ...

@@ -210,6 +210,7 @@ def _absolute(config: Config) -> None:
 @click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
 @click.option("-F", "--disable-flush-all", is_flag=True, help="Refuse flush_all.")
 @click.option("-A", "--enable-shutdown", is_flag=True, help='Accept the "shutdown" command.')
+@click.option("-Y", "--auth-file", help='memcached\'s ASCII auth: a file of "user:password" lines.')
 @click.option(
     "-o", "--extended", multiple=True, help="memcached extended options: idle_timeout=SECONDS."
 )
@@ -241,6 +242,7 @@ def cli(
     listen_backlog: int | None,
     disable_flush_all: bool,
     enable_shutdown: bool,
+    auth_file: str | None,
     extended: tuple[str, ...],
     verbose: int,
     daemon: bool,
@@ -293,6 +295,8 @@ def cli(
                 overrides["server.allow_flush|-F"] = False
             if enable_shutdown:
                 overrides["server.allow_shutdown|-A"] = True
+            if auth_file is not None:
+                overrides["server.auth_file|-Y/--auth-file"] = auth_file
             if pid_file is not None:
                 overrides["server.pid_file|--pid-file"] = str(pid_file)
             overrides.update(_extended_overrides(extended, logging.getLogger("ratmemcache.config")))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -320,6 +321,12 @@ class ServerConfig(Section):
     )
     pid_file: str | None = setting(
         None, "path", "Write the server's pid here (atomically) and remove it on exit."
+    )
+    auth_file: str | None = setting(
+        None,
+        "path",
+        'memcached -Y: a file of "user:password" lines. Clients must then authenticate first '
+        '(memcached\'s ASCII auth: a set whose data is "user password").',
     )
 
 
@@ -667,6 +674,8 @@ class Config:
         The server calls this before it starts: turning on L2 and silently getting a memory-only
         cache would lose data on restart that the user expected to keep.
         """
+        if self.server.auth_file:
+            load_auth_file(self.server.auth_file)
         if self.l2.enable_l2_cache and not self.l2.data_dir:
             raise ConfigError(
                 "[l2] data_dir: required when enable_l2_cache = true (the directory that holds "
@@ -997,7 +1006,7 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
         "tcp_backlog": str(s.backlog),
         "binding_protocol": "auto-negotiate",
         "auth_enabled_sasl": "no",
-        "auth_enabled_ascii": "no",
+        "auth_enabled_ascii": yes(s.auth_file is not None),
         "item_size_max": str(s.max_item_size),
         "maxconns_fast": "yes",
         "idle_timeout": str(math.ceil(s.idle_timeout)),
@@ -1011,10 +1020,35 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
     }
 
 
+def load_auth_file(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]]:
+    """The users of a memcached authfile: one ``user:password`` per line.
+
+    Raises ConfigError naming the file (and the line) when it can't be used.
+    """
+    where = f"[server] auth_file {os.fspath(path)}"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read it ({e.strerror or e})") from None
+    users: list[tuple[bytes, bytes]] = []
+    for n, raw in enumerate(data.splitlines(), 1):
+        line = raw.strip(b"\r")
+        if not line:
+            continue
+        user, sep, password = line.partition(b":")
+        if not sep or not user or not password:
+            raise ConfigError(f'{where}:{n}: expected "user:password"')
+        users.append((user, password))
+    if not users:
+        raise ConfigError(f'{where}: no "user:password" lines; nobody could connect')
+    return users
+
+
 def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> Engine:
     """The protocol engine shared by every connection of one server."""
     from ratmemcache._core import Engine
 
+    auth = load_auth_file(config.server.auth_file) if config.server.auth_file else None
     return Engine(
         cache,
         max_item_size=config.server.max_item_size,
@@ -1022,6 +1056,7 @@ def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> En
         allow_shutdown=config.server.allow_shutdown,
         allow_verbosity=config.server.allow_verbosity,
         settings=engine_settings(config, port=port),
+        auth=auth,
     )
 
 

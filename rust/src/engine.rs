@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// Enables `debug panic`, a command that panics, so tests can check that a bug in one
     /// command closes only that connection. Off unless a test asks for it.
     pub test_hooks: bool,
+    /// memcached's `-Y authfile`: connections must authenticate first (ASCII auth).
+    pub auth: Option<Arc<crate::protocol::Credentials>>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +47,7 @@ impl Default for EngineConfig {
             allow_verbosity: true,
             settings: Vec::new(),
             test_hooks: false,
+            auth: None,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct ServerCounters {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub store_too_large: AtomicU64,
+    pub auth_cmds: AtomicU64,
+    pub auth_errors: AtomicU64,
     pub store_no_memory: AtomicU64,
 }
 
@@ -222,8 +227,8 @@ impl Engine {
             ("touch_misses", c.touch_misses.to_string()),
             ("store_too_large", ld(&sc.store_too_large)),
             ("store_no_memory", ld(&sc.store_no_memory)),
-            ("auth_cmds", "0".to_string()),
-            ("auth_errors", "0".to_string()),
+            ("auth_cmds", ld(&sc.auth_cmds)),
+            ("auth_errors", ld(&sc.auth_errors)),
             ("bytes_read", ld(&sc.bytes_read)),
             ("bytes_written", ld(&sc.bytes_written)),
             ("limit_maxbytes", s.limit_maxbytes.to_string()),

@@ -5,6 +5,7 @@
 //! the binary protocol and `streaming` ratmemcache's chunked large-value extension. Parsers call
 //! the cache and the [`crate::engine::Engine`] with plain values; neither ever sees the wire.
 
+mod auth;
 pub mod binary;
 pub mod exptime;
 pub mod limits;
@@ -14,4 +15,5 @@ pub mod streaming;
 pub mod text;
 mod tokens;
 
+pub use auth::Credentials;
 pub use session::Session;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::limits::REPLY_BUDGET;
-use super::{binary, text};
+use super::{auth, binary, text};
 use crate::engine::Engine;
 
 /// What one step of a protocol handler achieved.
@@ -37,12 +37,19 @@ pub struct Session {
     closed: bool,
     /// The last feed stopped at the reply budget with complete requests still buffered.
     more: bool,
+    /// Set while the connection has yet to authenticate (the server has an authfile).
+    auth: Option<auth::AuthState>,
 }
 
 impl Session {
     pub fn new(engine: Arc<Engine>) -> Session {
         engine.connection_opened();
         Session {
+            auth: engine
+                .config()
+                .auth
+                .as_ref()
+                .map(|_| auth::AuthState::default()),
             engine,
             buf: BytesMut::new(),
             proto: Proto::Unknown,
@@ -90,6 +97,31 @@ impl Session {
                 // Send this first; the engine feeds again (with no new bytes) after sending.
                 self.more = true;
                 break false;
+            }
+            if let Some(st) = &mut self.auth {
+                let creds = self
+                    .engine
+                    .config()
+                    .auth
+                    .as_deref()
+                    .expect("auth configured");
+                let (p, checked) = auth::step(st, creds, &mut self.buf, out);
+                if let Some(ok) = checked {
+                    let c = &self.engine.counters;
+                    c.auth_cmds
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if ok {
+                        self.auth = None;
+                    } else {
+                        c.auth_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                match p {
+                    Progress::NeedMore => break false,
+                    Progress::Again => continue,
+                    Progress::Close => break true,
+                }
             }
             let p = match self.proto {
                 Proto::Unknown => {

@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 use super::cache::PyCache;
 use crate::engine::{Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, MAX_ITEM_SIZE_LIMIT};
 use crate::protocol::limits::LARGE_FEED;
-use crate::protocol::Session;
+use crate::protocol::{Credentials, Session};
 
 // The signature below spells the default as a literal so Python's introspection shows it.
 const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
@@ -27,7 +27,9 @@ pub(crate) struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
-                        allow_shutdown = false, allow_verbosity = true, settings = None))]
+                        allow_shutdown = false, allow_verbosity = true, settings = None,
+                        auth = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cache: PyRef<'_, PyCache>,
         max_item_size: usize,
@@ -35,6 +37,7 @@ impl PyEngine {
         allow_shutdown: bool,
         allow_verbosity: bool,
         settings: Option<&Bound<'_, PyDict>>,
+        auth: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     ) -> PyResult<Self> {
         if !(1024..=MAX_ITEM_SIZE_LIMIT).contains(&max_item_size) {
             return Err(super::errors::config_error(format!(
@@ -55,6 +58,7 @@ impl PyEngine {
             settings: pairs,
             // Only the test suite sets this, to check how a panicking command is contained.
             test_hooks: std::env::var_os("RATMEMCACHE_TEST_HOOKS").is_some_and(|v| v == "1"),
+            auth: auth.map(|users| Arc::new(Credentials::new(users))),
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
