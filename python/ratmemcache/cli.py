@@ -83,14 +83,21 @@ def _extended_overrides(items: tuple[str, ...], log: logging.Logger) -> dict[str
                 continue
             key, _, value = part.partition("=")
             key = key.strip()
-            if key == "idle_timeout":
+            if key in ("ssl_chain_cert", "ssl_key"):
+                if not value.strip():
+                    _fail(f"-o {key}: expected a file path")
+                out[f"server.{key}|-o {key}"] = value.strip()
+            elif key == "idle_timeout":
                 if not value.strip().isdigit():
                     _fail(f"-o idle_timeout: expected a whole number of seconds, got {value!r}")
                 out["server.idle_timeout|-o idle_timeout"] = int(value)
             elif key in _MEMCACHED_ONLY_EXTENDED or key.startswith("ext_"):
                 log.warning("-o %s: a memcached tuning option with no effect here; ignored", key)
             else:
-                _fail(f"-o {key}: unknown extended option (supported: idle_timeout)")
+                _fail(
+                    f"-o {key}: unknown extended option "
+                    "(supported: idle_timeout, ssl_chain_cert, ssl_key)"
+                )
     return out
 
 
@@ -210,6 +217,7 @@ def _absolute(config: Config) -> None:
 @click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
 @click.option("-F", "--disable-flush-all", is_flag=True, help="Refuse flush_all.")
 @click.option("-A", "--enable-shutdown", is_flag=True, help='Accept the "shutdown" command.')
+@click.option("-Z", "--enable-ssl", is_flag=True, help="Serve TLS (with -o ssl_chain_cert=...).")
 @click.option("-Y", "--auth-file", help='memcached\'s ASCII auth: a file of "user:password" lines.')
 @click.option(
     "-o", "--extended", multiple=True, help="memcached extended options: idle_timeout=SECONDS."
@@ -242,6 +250,7 @@ def cli(
     listen_backlog: int | None,
     disable_flush_all: bool,
     enable_shutdown: bool,
+    enable_ssl: bool,
     auth_file: str | None,
     extended: tuple[str, ...],
     verbose: int,
@@ -295,6 +304,8 @@ def cli(
                 overrides["server.allow_flush|-F"] = False
             if enable_shutdown:
                 overrides["server.allow_shutdown|-A"] = True
+            if enable_ssl:
+                overrides["server.tls|-Z"] = True
             if auth_file is not None:
                 overrides["server.auth_file|-Y/--auth-file"] = auth_file
             if pid_file is not None:

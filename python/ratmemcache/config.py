@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -321,6 +322,17 @@ class ServerConfig(Section):
     )
     pid_file: str | None = setting(
         None, "path", "Write the server's pid here (atomically) and remove it on exit."
+    )
+    tls: bool = setting(
+        False, "bool", "memcached -Z: serve TLS on the TCP listeners (needs ssl_chain_cert)."
+    )
+    ssl_chain_cert: str | None = setting(
+        None, "path", "memcached -o ssl_chain_cert: the certificate chain, PEM."
+    )
+    ssl_key: str | None = setting(
+        None,
+        "path",
+        "memcached -o ssl_key: the private key, PEM (if not in ssl_chain_cert).",
     )
     auth_file: str | None = setting(
         None,
@@ -676,6 +688,11 @@ class Config:
         """
         if self.server.auth_file:
             load_auth_file(self.server.auth_file)
+        if self.server.tls and not self.server.ssl_chain_cert:
+            raise ConfigError(
+                "[server] ssl_chain_cert: required when tls = true (memcached -Z needs "
+                "-o ssl_chain_cert=FILE)"
+            )
         if self.l2.enable_l2_cache and not self.l2.data_dir:
             raise ConfigError(
                 "[l2] data_dir: required when enable_l2_cache = true (the directory that holds "
@@ -1011,7 +1028,7 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
         "maxconns_fast": "yes",
         "idle_timeout": str(math.ceil(s.idle_timeout)),
         "flush_enabled": yes(s.allow_flush),
-        "ssl_enabled": "no",
+        "ssl_enabled": yes(s.tls),
         # ratmemcache's own, under names memcached does not use:
         "eviction_policy": config.l1.eviction_strategy,
         "max_entries": str(config.l1.max_entries),
@@ -1042,6 +1059,25 @@ def load_auth_file(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]]:
     if not users:
         raise ConfigError(f'{where}: no "user:password" lines; nobody could connect')
     return users
+
+
+def build_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context when ``[server] tls`` is on; ConfigError names a bad file."""
+    s = config.server
+    if not s.tls:
+        return None
+    assert s.ssl_chain_cert is not None  # check_available() ensures it
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(s.ssl_chain_cert, s.ssl_key)
+    except (OSError, ssl.SSLError) as e:
+        files = s.ssl_chain_cert + (f" / {s.ssl_key}" if s.ssl_key else "")
+        reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or e
+        raise ConfigError(
+            f"[server] ssl_chain_cert / ssl_key: cannot load {files} ({reason})"
+        ) from None
+    return ctx
 
 
 def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> Engine:

@@ -97,7 +97,7 @@ async def run_connection(
     ``on_server_close`` is called when the session asked to close (after ``quit``, a framing error
     or a ``shutdown`` command) so the server can check whether a shutdown was requested.
     """
-    _settle_read_pause(stream)
+    settle_read_pause(stream)
     feed = session.feed
     receive = stream.receive
     send = stream.send
@@ -219,7 +219,7 @@ def _report_slow(state: ConnectionState, seconds: float, n_in: int, n_out: int) 
         )
 
 
-def _settle_read_pause(stream: anyio.abc.ByteStream) -> None:
+def settle_read_pause(stream: anyio.abc.ByteStream) -> None:
     """Make the transport's "paused" state true, so a client that never reads gets backpressure.
 
     anyio pauses reading on an accepted connection and resumes it only while ``receive()``

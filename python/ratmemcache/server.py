@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -40,9 +41,15 @@ from ratmemcache.config import (
     apply_overrides,
     build_cache,
     build_engine,
+    build_tls_context,
     format_size,
 )
-from ratmemcache.connection import ConnectionOptions, ConnectionState, run_connection
+from ratmemcache.connection import (
+    ConnectionOptions,
+    ConnectionState,
+    run_connection,
+    settle_read_pause,
+)
 from ratmemcache.errors import ConfigError, PersistenceError, RatMemCacheError
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 
@@ -103,6 +110,7 @@ class Server:
         self._conns: set[ConnectionState] = set()
         self._next_id = 0
         self._shutdown: anyio.Event | None = None
+        self._tls: ssl.SSLContext | None = None
         self._all_closed: anyio.Event | None = None
         self._conn_scope: anyio.CancelScope | None = None
         self.shutdown_reason = ""
@@ -201,6 +209,7 @@ class Server:
         try:
             listeners = await self._open_listeners()
             self._engine = build_engine(cfg, self._cache, port=self.addresses[0][1])
+            self._tls = build_tls_context(cfg)
             self._log_startup()
             options = ConnectionOptions(
                 read_size=cfg.performance.read_size,
@@ -320,6 +329,27 @@ class Server:
                 "host can read and change the cache"
             )
 
+    async def _handshake(
+        self, stream: anyio.abc.SocketStream, state: ConnectionState
+    ) -> anyio.abc.ByteStream | None:
+        """TLS on an accepted connection, in its own task so a slow client never holds up
+        accepting; bounded by the idle timeout (10 s when there is none)."""
+        from anyio.streams.tls import TLSStream
+
+        settle_read_pause(stream)
+        limit = self.config.server.idle_timeout or 10.0
+        try:
+            with anyio.fail_after(limit):
+                return await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=self._tls, standard_compatible=False
+                )
+        except (TimeoutError, ssl.SSLError, OSError, anyio.BrokenResourceError) as e:
+            state.closed_because = f"TLS handshake failed ({type(e).__name__})"
+            if self.switches.audit:
+                audit_log.info("conn %d: %s", state.id, state.closed_because)
+            await stream.aclose()
+            return None
+
     async def _accept_loop(
         self,
         listener: anyio.abc.SocketListener,
@@ -361,8 +391,13 @@ class Server:
         options: ConnectionOptions,
     ) -> None:
         try:
+            conn: anyio.abc.ByteStream | None = stream
+            if self._tls is not None and not _is_unix(stream):
+                conn = await self._handshake(stream, state)
+            if conn is None:
+                return
             session = engine.session()
-            await run_connection(stream, session, state, options, self._after_close_request)
+            await run_connection(conn, session, state, options, self._after_close_request)
         except Exception:
             # A bug (a Rust panic surfaces as an exception): lose this connection, not the server.
             log.exception("conn %d failed; closing it", state.id)
@@ -492,6 +527,14 @@ def _format_addr(host: str, port: int) -> str:
 
 def _is_wildcard(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
+
+
+def _is_unix(stream: anyio.abc.SocketStream) -> bool:
+    """A unix-socket connection: TLS (like memcached's) applies to TCP only."""
+    try:
+        return bool(stream.extra(SocketAttribute.family) == getattr(socket, "AF_UNIX", None))
+    except Exception:
+        return False
 
 
 def _peer(stream: anyio.abc.SocketStream) -> str:

@@ -1,0 +1,96 @@
+"""TLS (memcached's ``-Z``) with a real TLS client, against ratmemcached and memcached -Z."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from pymemcache.client.base import Client
+
+from servers import memcached, ratmemcached, requires_memcached
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "server.crt", d / "server.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(crt),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return crt, key
+
+
+def client_context(crt: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(crt))
+    ctx.check_hostname = False  # the certificate names the IP; pymemcache connects by IP
+    return ctx
+
+
+def exercise(address: tuple[str, int], crt: Path) -> list[object]:
+    c = Client(address, tls_context=client_context(crt), connect_timeout=5, timeout=5)
+    try:
+        out: list[object] = [c.set("k", b"over tls", noreply=False), c.get("k")]
+        big = bytes(range(256)) * 4096  # 1 MB: many TLS records
+        out += [c.set("big", big[: 1000 * 1000], noreply=False), c.get("big") == big[:1000000]]
+        out += [c.incr("n", 1), c.delete("k", noreply=False), c.get("k")]
+        return out
+    finally:
+        c.close()
+
+
+@requires_memcached
+@needs_openssl
+def test_a_tls_client_gets_the_same_answers_as_from_memcached(cert: tuple[Path, Path]) -> None:
+    crt, key = cert
+    opts = f"ssl_chain_cert={crt},ssl_key={key}"
+    with memcached("-Z", "-o", opts) as ref, ratmemcached("-Z", "-o", opts) as ours:
+        want = exercise(ref.address, crt)
+        got = exercise(ours.address, crt)
+    assert got == want == [True, b"over tls", True, True, None, True, None]
+
+
+@needs_openssl
+def test_plain_text_and_bad_handshakes_cost_only_their_connection(cert: tuple[Path, Path]) -> None:
+    crt, key = cert
+    cfg = {"server": {"tls": True, "ssl_chain_cert": str(crt), "ssl_key": str(key)}}
+    with ratmemcached(config=cfg) as srv:
+        with srv.connect(timeout=5) as plain:
+            plain.sendall(b"version\r\n")  # not a TLS ClientHello
+            assert plain.recv(100) == b""  # closed, no cleartext answer
+        assert exercise(srv.address, crt)[1] == b"over tls"
+    assert "TLS handshake failed" in srv.output()
+
+
+def test_tls_without_a_certificate_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["python", "-m", "ratmemcache", "-Z", "-p", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "[server] ssl_chain_cert: required when tls = true" in proc.stderr
+    missing = tmp_path / "nope.pem"
+    proc = subprocess.run(
+        ["python", "-m", "ratmemcache", "-Z", "-o", f"ssl_chain_cert={missing}", "-p", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert str(missing) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
