@@ -69,7 +69,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,6 +260,16 @@ def rat_l1_hit_ratio(before: dict[str, Any], after: dict[str, Any]) -> float:
     return (gets - l2_reads) / gets if gets else float("nan")
 
 
+def disk_usage(path: str) -> int:
+    """Bytes allocated on disk under ``path`` (like ``du``)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
 def check_rat_errors(cache: Any, what: str) -> None:
     errors = cache.stats()["l2_errors"]
     if errors:
@@ -300,10 +310,11 @@ def run_sets_and_gets(
                 check_rat_errors(cache, "sets")
             cache.close()
             return
+        raw = sum(len(v) for v in values)
+        res.note(f"disk {lib} {w.label}", disk_usage(d) / raw)
         before: dict[str, Any] = {}
         if lib == RAT:
             before = cache.stats()
-            raw = sum(len(v) for v in values)
             res.note(f"ratio {w.label}", before["l2_bytes"] / raw)
         ns, got = timed_gets(cache, read_order)
         verify(read_order, got, expected, f"{lib} warm get {w.label}")
@@ -462,10 +473,17 @@ def print_report(res: Results, args: argparse.Namespace, build: str) -> None:
     for key, vals in res.notes.items():
         if key.startswith("set-queue "):
             print(f"  {key[len('set-queue ') :]}: {fmt(statistics.median(vals))}")
-    print("ratmemcache L2 bytes / raw value bytes (stats l2_bytes):")
+    print("ratmemcache L2 bytes / raw value bytes (stats l2_bytes; includes keys and headers):")
     for key, vals in res.notes.items():
         if key.startswith("ratio "):
             print(f"  {key[len('ratio ') :]}: {statistics.median(vals):.2f}")
+    print("Disk allocated after the sync=never sets / raw value bytes (du of the directory):")
+    for key, vals in res.notes.items():
+        if key.startswith(f"disk {RAT} "):
+            label = key[len(f"disk {RAT} ") :]
+            other = res.note_median(f"disk {DC} {label}")
+            shown = "-" if other is None else f"{other:.2f}"
+            print(f"  {label}: ratmemcache {statistics.median(vals):.2f}, diskcache {shown}")
     print()
     print(
         f"ratio > 1: ratmemcache faster. Medians of {args.repeat} repetitions; "
