@@ -133,7 +133,55 @@ enum Place {
     L1,
     /// A large item (or one that can't fit a shard), loaded into a private cache.
     Detached(Cache),
+    /// A large item as read from the L2, for a read that needs no cache around it.
+    Loaded(Snapshot),
 }
+
+/// What a read found.
+enum Looked<R> {
+    /// In a cache: the read's own result.
+    Hit(R),
+    /// A large item in the L2, served straight from the record (one copy, no L1 memory).
+    Large(Snapshot),
+    Miss,
+}
+
+impl<R> Looked<R> {
+    fn into_option(self, from_record: impl FnOnce(Snapshot) -> R) -> Option<R> {
+        match self {
+            Looked::Hit(r) => Some(r),
+            Looked::Large(s) => Some(from_record(s)),
+            Looked::Miss => None,
+        }
+    }
+}
+
+fn item_of(s: Snapshot) -> Item {
+    Item {
+        value: s.value,
+        flags: s.flags,
+        cas: s.cas,
+        expires_at: s.expires_at,
+    }
+}
+
+/// The meta state a record carries (its five meta bits; the last access is not kept on disk).
+fn state_of(s: &Snapshot) -> ItemState {
+    ItemState {
+        fetched: s.meta & META_FETCHED != 0,
+        stale: s.meta & META_STALE != 0,
+        win_sent: s.meta & META_WIN_SENT != 0,
+        binary_key: s.meta & META_BINARY_KEY != 0,
+        idle_secs: 0,
+    }
+}
+
+// `Snapshot::meta`'s bits, in `EntryMeta`'s order (text key, fetched, stale, win sent, binary).
+const META_TEXT_KEY: u8 = 1;
+const META_FETCHED: u8 = 1 << 1;
+const META_STALE: u8 = 1 << 2;
+const META_WIN_SENT: u8 = 1 << 3;
+const META_BINARY_KEY: u8 = 1 << 4;
 
 pub struct Tiered {
     l1: Arc<Cache>,
@@ -259,7 +307,7 @@ impl Tiered {
     }
 
     /// Looks in the L2 for `key`, which the L1 doesn't hold (the caller holds its stripe). A
-    /// small item is promoted into the L1; a large one is loaded into a detached cache.
+    /// small item is promoted into the L1; a large one is returned as read.
     fn fault_in(&self, l2: &L2, key: &[u8]) -> Result<Option<Place>, CoreError> {
         let Some((h, v)) = l2.disk.get(key)? else {
             return Ok(None);
@@ -274,9 +322,14 @@ impl Tiered {
             }
             return Ok(Some(Place::L1));
         }
+        Ok(Some(Place::Loaded(snap)))
+    }
+
+    /// A private cache holding `snap`, for a command on an item that lives in the L2.
+    fn detach(&self, key: &[u8], snap: &Snapshot) -> Place {
         let d = self.l1.detached(key);
-        d.restore(key, &snap, true, true);
-        Ok(Some(Place::Detached(d)))
+        d.restore(key, snap, true, true);
+        Place::Detached(d)
     }
 
     /// Where `key` lives now, faulting it in from the L2 when the L1 doesn't have it.
@@ -284,21 +337,27 @@ impl Tiered {
         if self.l1.contains(key) {
             return Ok(Place::L1);
         }
-        Ok(self.fault_in(l2, key)?.unwrap_or(Place::L1))
+        Ok(match self.fault_in(l2, key)? {
+            Some(Place::Loaded(snap)) => self.detach(key, &snap),
+            Some(p) => p,
+            None => Place::L1,
+        })
     }
 
-    /// A read: the L1, then the L2. `op` runs at most twice (a miss, then on the faulted item).
+    /// A read: the L1, then the L2. `op` runs at most twice (a miss, then on the promoted item);
+    /// a large item comes back as its record.
     fn read<R>(
         &self,
         key: &[u8],
         counted: bool,
         mut op: impl FnMut(&Cache) -> Option<R>,
-    ) -> Option<R> {
+    ) -> Looked<R> {
+        let found = |r: Option<R>| r.map_or(Looked::Miss, Looked::Hit);
         let Some(l2) = &self.l2 else {
-            return op(&self.l1);
+            return found(op(&self.l1));
         };
         if let Some(r) = op(&self.l1) {
-            return Some(r);
+            return Looked::Hit(r);
         }
         let _g = self.stripe(l2, key);
         // Another reader, or the warm-up, may have promoted it while this one waited.
@@ -309,22 +368,28 @@ impl Tiered {
         };
         let place = match faulted {
             Ok(Some(p)) => p,
-            Ok(None) => return None,
+            Ok(None) => return Looked::Miss,
             Err(e) => {
                 l2.read_errors.fetch_add(1, Ordering::Relaxed);
                 log::error!("{e}");
-                return None;
+                return Looked::Miss;
             }
         };
         if counted {
             self.l1.uncount_miss(key);
         }
         match place {
-            Place::L1 => op(&self.l1),
+            Place::L1 => found(op(&self.l1)),
+            Place::Loaded(snap) => {
+                if counted {
+                    self.l1.count_hit(key);
+                }
+                Looked::Large(snap)
+            }
             Place::Detached(d) => {
                 let r = op(&d);
                 self.l1.absorb_counters(key, &d);
-                r
+                found(r)
             }
         }
     }
@@ -344,25 +409,23 @@ impl Tiered {
         };
         let _g = self.stripe(l2, key);
         let place = if large {
-            let d = self.l1.detached(key);
-            if needs_prior {
-                let current = match self.l1.export(key) {
-                    Some(s) => Some(s),
-                    None => l2.disk.get(key)?.map(|(h, v)| snapshot_of(h, v)),
-                };
-                if let Some(s) = current {
-                    d.restore(key, &s, true, true);
-                }
+            let current = match (needs_prior, self.l1.export(key)) {
+                (false, _) => None,
+                (true, Some(s)) => Some(s),
+                (true, None) => l2.disk.get(key)?.map(|(h, v)| snapshot_of(h, v)),
+            };
+            match current {
+                Some(s) => self.detach(key, &s),
+                None => Place::Detached(self.l1.detached(key)),
             }
-            Place::Detached(d)
         } else if needs_prior {
             self.locate(l2, key)?
         } else {
             Place::L1
         };
         let cache = match &place {
-            Place::L1 => &*self.l1,
             Place::Detached(d) => d,
+            _ => &*self.l1,
         };
         let before = version(&cache.export(key));
         let r = op(cache);
@@ -444,26 +507,38 @@ impl Tiered {
             return self.l1.get_with(key, f);
         }
         let mut f = Some(f);
-        self.read(key, true, |c| {
+        let looked = self.read(key, true, |c| {
             c.get_with(key, |e| (f.take().expect("runs once on a hit"))(e))
+        });
+        looked.into_option(|s| {
+            (f.take().expect("not run on a large item"))(ItemRef {
+                key,
+                value: &s.value,
+                flags: s.flags,
+                cas: s.cas,
+                expires_at: s.expires_at,
+                text_key: s.meta & META_TEXT_KEY != 0,
+            })
         })
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Item> {
-        self.read(key, true, |c| c.get(key))
+        self.read(key, true, |c| c.get(key)).into_option(item_of)
     }
 
     pub fn peek(&self, key: &[u8]) -> Option<Item> {
-        self.read(key, false, |c| c.peek(key))
+        self.read(key, false, |c| c.peek(key)).into_option(item_of)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
         self.read(key, false, |c| c.contains(key).then_some(()))
+            .into_option(|_| ())
             .is_some()
     }
 
     pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
         self.read(key, false, |c| c.peek_meta(key))
+            .into_option(|s| (item_of(s.clone()), state_of(&s)))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -661,7 +736,7 @@ impl Tiered {
                     let text = l2
                         .disk
                         .get(&k)?
-                        .is_some_and(|(h, _)| u32::from(h.meta) & 1 != 0);
+                        .is_some_and(|(h, _)| h.meta & META_TEXT_KEY != 0);
                     keys.push((k.into_boxed_slice(), text));
                 }
             }

@@ -730,6 +730,11 @@ impl Cache {
         self.locate(key).1.lock().counters += c;
     }
 
+    /// Counts a get hit served by a lower tier.
+    pub fn count_hit(&self, key: &[u8]) {
+        self.locate(key).1.lock().counters.get_hits += 1;
+    }
+
     /// Takes back a get miss that a lower tier turned into a hit.
     pub fn uncount_miss(&self, key: &[u8]) {
         let mut s = self.locate(key).1.lock();

@@ -331,9 +331,10 @@ impl DiskStore {
                 None => None,
             }
         };
-        let bytes: Arc<[u8]> = match queued {
+        // Decoded straight from redb's page (one copy of the value), or from the queued record.
+        let decoded = match queued {
             Some(Op::Delete) => return Ok(None),
-            Some(Op::Put(r)) => r,
+            Some(Op::Put(r)) => record::decode(&r),
             None => match sh.read(|db| {
                 let tx = db.begin_read()?;
                 let t = match tx.open_table(ITEMS) {
@@ -341,13 +342,13 @@ impl DiskStore {
                     Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                Ok(t.get(key)?.map(|g| Arc::<[u8]>::from(g.value())))
+                Ok(t.get(key)?.map(|g| record::decode(g.value())))
             })? {
-                Some(r) => r,
+                Some(d) => d,
                 None => return Ok(None),
             },
         };
-        match record::decode(&bytes) {
+        match decoded {
             Ok((h, v)) if h.is_live(sh.clock.now_ms()) => {
                 sh.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some((h, v)))
