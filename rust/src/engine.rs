@@ -134,6 +134,13 @@ impl Engine {
         self.shutdown_requested.load(Ordering::SeqCst)
     }
 
+    /// Whether a request may wait on something slower than memory, so an I/O engine should run
+    /// it off its event loop. Always false for now: true once the L2 tier exists.
+    #[inline]
+    pub fn may_block(&self) -> bool {
+        false
+    }
+
     pub fn set_verbosity(&self, level: u32) {
         self.verbosity.store(level.min(2), Ordering::Relaxed);
     }

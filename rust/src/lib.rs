@@ -16,6 +16,8 @@
 pub mod cache;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "native")]
+pub mod net;
 pub mod protocol;
 
 #[cfg(feature = "python")]
