@@ -303,7 +303,8 @@ class ServerConfig(Section):
     engine: str = setting(
         "anyio",
         "choice",
-        'The I/O engine. "anyio" (Python, uvloop when installed) is the one in this build.',
+        'The I/O engine. "anyio": Python (uvloop when installed), embeddable in an async app. '
+        '"native": a multi-threaded Rust event loop (worker_threads threads), the faster one.',
         choices=ENGINE_CHOICES,
     )
     allow_flush: bool = setting(True, "bool", "Accept flush_all (memcached -F turns it off).")
@@ -444,8 +445,9 @@ class PerformanceConfig(Section):
     worker_threads: int = setting(
         4,
         "int",
-        "Worker threads (memcached -t): in the anyio engine, the threads that large requests "
-        "are offloaded to, so they never stall the event loop.",
+        "Worker threads (memcached -t): in the native engine, the event-loop threads; in the "
+        "anyio engine, the threads that large requests are offloaded to, so they never stall "
+        "the event loop.",
         minimum=1,
         maximum=1024,
     )
@@ -669,11 +671,14 @@ class Config:
                 "[l2] enable_l2_cache = true: the L2 (disk) tier is not available in this build "
                 "yet; set enable_l2_cache = false to run memory-only"
             )
-        if self.server.engine != "anyio":
-            raise ConfigError(
-                f'[server] engine = "{self.server.engine}": only the "anyio" engine is available '
-                "in this build"
-            )
+        if self.server.engine == "native":
+            from ratmemcache import _core
+
+            if not hasattr(_core, "NativeServer"):
+                raise ConfigError(
+                    '[server] engine = "native": this build has no native engine (it was built '
+                    'without the "native" feature); use engine = "anyio"'
+                )
 
 
 def _to_toml_value(spec: Spec, value: Any) -> Any:

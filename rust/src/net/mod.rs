@@ -269,13 +269,13 @@ impl NativeServer {
     /// Starts serving `engine` on every listener. Returns the TCP port (0 with only a unix
     /// socket). Fails if the server was already started or closed.
     pub fn start(&self, engine: Arc<Engine>) -> io::Result<u16> {
-        let listeners = lock(&self.pending).take().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::Other, "the server was already started")
-        })?;
+        let listeners = lock(&self.pending)
+            .take()
+            .ok_or_else(|| io::Error::other("the server was already started"))?;
         let rt = lock(&self.runtime);
         let rt = rt
             .as_ref()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "the server is closed"))?;
+            .ok_or_else(|| io::Error::other("the server is closed"))?;
         for l in listeners.tcp {
             rt.spawn(accept_loop(l, self.shared.clone(), engine.clone()));
         }
@@ -305,10 +305,7 @@ impl NativeServer {
             if let Some(reason) = stop.as_ref() {
                 return Some(reason.clone());
             }
-            stop = match wait_until(&self.shared.cond, stop, deadline) {
-                Some(g) => g,
-                None => return None,
-            };
+            stop = wait_until(&self.shared.cond, stop, deadline)?;
         }
     }
 
@@ -418,12 +415,47 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     sock.listen(backlog)
 }
 
+/// A failure to listen on the unix socket, told apart from a TCP one (the embedder words them
+/// differently); it is the payload of the `io::Error` that `bind` returns.
+#[derive(Debug)]
+pub struct UnixBindError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for UnixBindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen on unix socket {}: {}",
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for UnixBindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 #[cfg(unix)]
 fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    let l = tokio::net::UnixListener::bind(path)?;
+    let tag = |source: io::Error| {
+        let kind = source.kind();
+        io::Error::new(
+            kind,
+            UnixBindError {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
+    };
+    let l = tokio::net::UnixListener::bind(path).map_err(tag)?;
     // memcached's default umask for -s is 0700: only the owner may connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(tag)?;
     Ok(l)
 }
 
@@ -602,7 +634,7 @@ async fn run_connection<S: Stream>(
     mut stream: S,
     peer: String,
     id: u64,
-    _live: LiveGuard,
+    live: LiveGuard,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
 ) {
@@ -698,6 +730,9 @@ async fn run_connection<S: Stream>(
             break 'conn "closed by the protocol engine";
         }
     };
+    // The slot frees before `curr_connections` drops, so a client that saw the count drop can
+    // connect again at once.
+    drop(live);
     session.close();
     let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, stream.shutdown()).await;
     drop(stream);
