@@ -18,6 +18,14 @@ pub(super) fn fault_injection(data: &[u8]) {
     }
 }
 
+/// Engines (by address) whose connections take the `may_block` path in these tests.
+static OFFLOADED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+pub(super) fn offload_everything(engine: &Engine) -> bool {
+    let addr = engine as *const Engine as usize;
+    OFFLOADED.lock().unwrap().contains(&addr)
+}
+
 fn engine_with(config: EngineConfig) -> Arc<Engine> {
     let cache = Cache::new(CacheConfig {
         cleanup_interval_ms: 0,
@@ -311,4 +319,30 @@ fn port_in_use_is_an_error_at_bind() {
     .err()
     .expect("bind should fail");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+}
+
+#[test]
+fn feeds_offloaded_for_a_blocking_engine_answer_the_same() {
+    let (server, engine) = start(NetConfig::default());
+    OFFLOADED
+        .lock()
+        .unwrap()
+        .push(Arc::as_ptr(&engine) as usize);
+    let mut a = connect(&server);
+    let mut b = connect(&server);
+    assert_eq!(
+        exchange(&mut a, b"set k 0 0 2\r\nhi\r\nget k\r\n", b"END\r\n"),
+        b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"
+    );
+    // Half a request, finished later, while the other connection is served.
+    a.write_all(b"set j 0 0 5\r\nab").unwrap();
+    assert_eq!(
+        exchange(&mut b, b"get k\r\n", b"END\r\n"),
+        b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+    );
+    assert_eq!(exchange(&mut a, b"cde\r\n", b"\r\n"), b"STORED\r\n");
+    a.write_all(PANIC_TRIGGER).unwrap();
+    assert!(read_to_close(&mut a).starts_with(b"SERVER_ERROR "));
+    server.close();
+    OFFLOADED.lock().unwrap().clear();
 }
