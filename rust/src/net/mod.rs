@@ -1,11 +1,11 @@
 //! The native I/O engine: event-loop threads (tokio) that move bytes between sockets and
 //! `protocol::Session`s, with no Python in it (rust/src/py/native.rs wraps it for Python).
 //!
-//! Threads: like memcached's, each worker thread runs its own single-threaded event loop (a
-//! current-thread tokio runtime) and owns the connections handed to it; the first one also
-//! accepts and deals new connections round-robin. No work stealing: a profile of tokio's
-//! multi-threaded scheduler on this workload spent ~20% of the server's CPU in the kernel's
-//! context switches (workers waking and parking each other, futex and sched_yield).
+//! Threads: one multi-threaded tokio runtime with `worker_threads` workers. A design with one
+//! single-threaded loop per thread and connections dealt round-robin (memcached's) was tried and
+//! dropped: it saved the workers' wake-ups (~3% of the CPU in a profile), but when the box is
+//! busy and one thread is descheduled, its connections wait; at 20k req/s on a loaded 2-core
+//! box its p99 was 5-6 ms against 1.3-2.3 ms with work stealing, and p99.9 3-6x worse.
 //!
 //! Per connection the loop is the anyio engine's: wait until the socket is readable, read once
 //! into a per-thread buffer, make ONE `Session::feed` call, write the whole reply (every
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
@@ -64,7 +64,7 @@ pub struct NetConfig {
     pub unix_socket: Option<PathBuf>,
     /// Listen backlog (memcached `-b`).
     pub backlog: u32,
-    /// Event-loop threads (memcached `-t`).
+    /// Runtime worker threads (memcached `-t`).
     pub worker_threads: usize,
     /// Simultaneous connections (memcached `-c`); one more is told so and closed.
     pub max_connections: usize,
@@ -194,84 +194,10 @@ impl Drop for LiveGuard {
     }
 }
 
-/// The event-loop threads: one current-thread runtime each.
-struct Workers {
-    handles: Vec<Handle>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn spawn(n: usize) -> io::Result<Workers> {
-        let mut w = Workers {
-            handles: Vec::with_capacity(n),
-            stops: Vec::with_capacity(n),
-            threads: Vec::with_capacity(n),
-        };
-        for i in 0..n {
-            let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
-                .name(format!("ratmemcache-io-{i}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .enable_time()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = handle_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = handle_tx.send(Ok(rt.handle().clone()));
-                    rt.block_on(async {
-                        let _ = stop_rx.await;
-                    });
-                    // Whatever is still running is dropped here (its sockets close).
-                    rt.shutdown_timeout(Duration::from_secs(1));
-                });
-            let thread = match thread {
-                Ok(t) => t,
-                Err(e) => {
-                    w.shutdown();
-                    return Err(e);
-                }
-            };
-            w.threads.push(thread);
-            w.stops.push(stop_tx);
-            match handle_rx.recv() {
-                Ok(Ok(h)) => w.handles.push(h),
-                Ok(Err(e)) => {
-                    w.shutdown();
-                    return Err(e);
-                }
-                Err(_) => {
-                    w.shutdown();
-                    return Err(io::Error::other("an event-loop thread failed to start"));
-                }
-            }
-        }
-        Ok(w)
-    }
-
-    /// Stops every event loop and joins its thread.
-    fn shutdown(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        self.handles.clear();
-    }
-}
-
-/// The native server: its event-loop threads, its listeners, and the connections it serves.
+/// The native server: a tokio runtime, its listeners, and the connections it serves.
 /// Every method takes `&self`, so one thread may wait while another stops it.
 pub struct NativeServer {
-    workers: Mutex<Option<Workers>>,
+    runtime: Mutex<Option<Runtime>>,
     shared: Arc<Shared>,
     pending: Mutex<Option<Listeners>>,
     addrs: Vec<SocketAddr>,
@@ -288,9 +214,13 @@ impl NativeServer {
                 "nothing to listen on: give a TCP address or a unix socket",
             ));
         }
-        let workers = Workers::spawn(config.worker_threads.max(1))?;
-        // The listeners belong to the first event loop, which accepts.
-        let guard = workers.handles[0].enter();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads.max(1))
+            .thread_name("ratmemcache-io")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let guard = runtime.enter();
         let mut tcp = Vec::new();
         let mut addrs = Vec::new();
         let mut port = 0u16;
@@ -321,7 +251,7 @@ impl NativeServer {
         let (phase, _) = watch::channel(Phase::Running);
         let unix_path = config.unix_socket.clone();
         Ok(NativeServer {
-            workers: Mutex::new(Some(workers)),
+            runtime: Mutex::new(Some(runtime)),
             shared: Arc::new(Shared {
                 config,
                 phase,
@@ -354,33 +284,23 @@ impl NativeServer {
         let listeners = lock(&self.pending)
             .take()
             .ok_or_else(|| io::Error::other("the server was already started"))?;
-        let workers = lock(&self.workers);
-        let workers = workers
+        let rt = lock(&self.runtime);
+        let rt = rt
             .as_ref()
             .ok_or_else(|| io::Error::other("the server is closed"))?;
-        let dealer = Arc::new(Dealer {
-            handles: workers.handles.clone(),
-            next: AtomicUsize::new(0),
-        });
-        let acceptor = &workers.handles[0];
         for l in listeners.tcp {
-            acceptor.spawn(accept_loop(
-                l,
-                self.shared.clone(),
-                engine.clone(),
-                dealer.clone(),
-            ));
+            rt.spawn(accept_loop(l, self.shared.clone(), engine.clone()));
         }
         #[cfg(unix)]
         if let Some(l) = listeners.unix {
-            acceptor.spawn(accept_loop(l, self.shared.clone(), engine.clone(), dealer));
+            rt.spawn(accept_loop(l, self.shared.clone(), engine.clone()));
         }
         Ok(self.addrs.first().map_or(0, |a| a.port()))
     }
 
     /// True from `bind` until `close`, unless a stop has begun.
     pub fn is_running(&self) -> bool {
-        lock(&self.workers).is_some() && lock(&self.shared.stop).is_none()
+        lock(&self.runtime).is_some() && lock(&self.shared.stop).is_none()
     }
 
     /// Open client connections (refused ones are not counted).
@@ -436,18 +356,18 @@ impl NativeServer {
         drained
     }
 
-    /// Forces the stop if needed, stops the event loops and removes the unix socket file.
-    /// Idempotent. Call it from outside the event loops (it blocks).
+    /// Forces the stop if needed, shuts the runtime down and removes the unix socket file.
+    /// Idempotent. Call it from outside the runtime (it blocks).
     pub fn close(&self) {
-        let Some(mut workers) = lock(&self.workers).take() else {
+        let Some(rt) = lock(&self.runtime).take() else {
             return;
         };
         self.force_stop();
         lock(&self.pending).take();
-        // Forced connections close at their next await; give them a moment before the event
-        // loops drop whatever is left.
+        // Forced connections close at their next await; give them a moment before the runtime
+        // drops whatever is left.
         self.wait_drained(Some(Duration::from_secs(1)));
-        workers.shutdown();
+        rt.shutdown_timeout(Duration::from_secs(1));
         if let Some(p) = &self.unix_path {
             let _ = std::fs::remove_file(p);
         }
@@ -580,77 +500,28 @@ impl Listen for tokio::net::UnixListener {
     }
 }
 
-/// A connected socket: readiness plus non-blocking reads, and async writes; it moves between
-/// event loops as its std form.
-trait Stream: AsyncWrite + Unpin + Send + Sync + Sized + 'static {
-    type Std: Send + 'static;
+/// A connected socket: readiness plus non-blocking reads, and async writes.
+trait Stream: AsyncWrite + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn into_std(self) -> io::Result<Self::Std>;
-    /// Registers the socket with the event loop of the calling thread.
-    fn from_std(s: Self::Std) -> io::Result<Self>;
 }
 
 impl Stream for TcpStream {
-    type Std = std::net::TcpStream;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         TcpStream::try_read(self, buf)
     }
-    fn into_std(self) -> io::Result<Self::Std> {
-        TcpStream::into_std(self)
-    }
-    fn from_std(s: Self::Std) -> io::Result<Self> {
-        TcpStream::from_std(s)
-    }
 }
 
 #[cfg(unix)]
 impl Stream for tokio::net::UnixStream {
-    type Std = std::os::unix::net::UnixStream;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         tokio::net::UnixStream::readable(self)
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         tokio::net::UnixStream::try_read(self, buf)
-    }
-    fn into_std(self) -> io::Result<Self::Std> {
-        tokio::net::UnixStream::into_std(self)
-    }
-    fn from_std(s: Self::Std) -> io::Result<Self> {
-        tokio::net::UnixStream::from_std(s)
-    }
-}
-
-/// Deals accepted connections to the event loops, round-robin (memcached's dispatch).
-struct Dealer {
-    handles: Vec<Handle>,
-    next: AtomicUsize,
-}
-
-impl Dealer {
-    /// Runs `serve(stream)` on the next event loop; the accepting loop keeps its own share
-    /// without moving the socket.
-    fn deal<S: Stream, F, Fut>(&self, stream: S, serve: F)
-    where
-        F: FnOnce(S) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        if i == 0 {
-            tokio::spawn(serve(stream));
-            return;
-        }
-        let Ok(std) = stream.into_std() else {
-            return;
-        };
-        self.handles[i].spawn(async move {
-            if let Ok(s) = S::from_std(std) {
-                serve(s).await;
-            }
-        });
     }
 }
 
@@ -676,12 +547,7 @@ fn transient_accept_error(e: &io::Error) -> bool {
     )
 }
 
-async fn accept_loop<L: Listen>(
-    listener: L,
-    shared: Arc<Shared>,
-    engine: Arc<Engine>,
-    dealer: Arc<Dealer>,
-) {
+async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<Engine>) {
     let mut phase = shared.phase.subscribe();
     loop {
         if *phase.borrow_and_update() != Phase::Running {
@@ -717,10 +583,14 @@ async fn accept_loop<L: Listen>(
                 // Counted here, before the task runs, so a burst of accepts can't overshoot.
                 let guard = LiveGuard::new(&shared);
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-                let (shared, engine) = (shared.clone(), engine.clone());
-                dealer.deal(stream, move |s| {
-                    run_connection(s, peer, id, guard, shared, engine)
-                });
+                tokio::spawn(run_connection(
+                    stream,
+                    peer,
+                    id,
+                    guard,
+                    shared.clone(),
+                    engine.clone(),
+                ));
             }
             Err(e) if transient_accept_error(&e) => {
                 shared.event(
@@ -777,8 +647,6 @@ enum Read {
     Gone,
     /// `feed` panicked (a bug): reply SERVER_ERROR and close this connection only.
     Panicked(String),
-    /// The engine may block: feed this copy of the input off the event loop.
-    Offload(Vec<u8>),
 }
 
 async fn run_connection<S: Stream>(
@@ -807,14 +675,10 @@ async fn run_connection<S: Stream>(
     // The stop futures are polled once to register their wakers, then only after a stop has
     // begun: polling them on every wakeup cost ~1.5% of the CPU (a mutex per poll) in a profile.
     let mut registered = false;
-    // `None` only while an offloaded feed has it, or after that feed was lost.
-    let mut slot = Some(Session::new(engine.clone()));
+    let mut session = Session::new(engine.clone());
     let mut out: Vec<u8> = Vec::new();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let reason: &str = 'conn: loop {
-        let Some(session) = slot.as_mut() else {
-            break 'conn "shutdown";
-        };
         if draining && session.buffered() == 0 {
             break 'conn "shutdown"; // no request in hand
         }
@@ -859,40 +723,19 @@ async fn run_connection<S: Stream>(
             };
             bytes_in += n as u64;
             let data = &buf[..n];
-            if may_block(&engine) {
-                return Read::Offload(data.to_vec());
-            }
-            match feed(session, data, &mut out) {
+            let fed = if may_block(&engine) {
+                // A feed that may wait on disk hands this worker's other connections to another
+                // thread meanwhile (no copy of the input, unlike spawn_blocking).
+                tokio::task::block_in_place(|| feed(&mut session, data, &mut out))
+            } else {
+                feed(&mut session, data, &mut out)
+            };
+            match fed {
                 Ok(close) => Read::Fed { close },
                 Err(msg) => Read::Panicked(msg),
             }
         });
-        let step = match step {
-            Read::Offload(data) => {
-                // A feed that may wait on disk runs on the blocking pool, so this event loop
-                // keeps serving its other connections meanwhile.
-                let (Some(mut session), mut reply) = (slot.take(), std::mem::take(&mut out)) else {
-                    break 'conn "shutdown";
-                };
-                let done = tokio::task::spawn_blocking(move || {
-                    let r = feed(&mut session, &data, &mut reply);
-                    (session, reply, r)
-                })
-                .await;
-                let Ok((session, reply, r)) = done else {
-                    break 'conn "shutdown"; // the event loop is shutting down
-                };
-                slot = Some(session);
-                out = reply;
-                match r {
-                    Ok(close) => Read::Fed { close },
-                    Err(msg) => Read::Panicked(msg),
-                }
-            }
-            other => other,
-        };
         let close = match step {
-            Read::Offload(_) => unreachable!("handled above"),
             Read::Nothing => continue 'conn,
             Read::Gone => break 'conn "client went away",
             Read::Fed { close } => close,
@@ -941,9 +784,7 @@ async fn run_connection<S: Stream>(
     // The slot frees before `curr_connections` drops, so a client that saw the count drop can
     // connect again at once.
     drop(live);
-    if let Some(mut session) = slot {
-        session.close();
-    }
+    session.close();
     let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, stream.shutdown()).await;
     drop(stream);
     if cfg.audit {
