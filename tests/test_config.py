@@ -48,7 +48,7 @@ def test_defaults_match_memcached_and_the_issue() -> None:
     assert c.server.max_connections == 1024
     assert c.server.max_item_size == MB
     assert c.server.idle_timeout == 0
-    assert c.server.engine == "anyio"
+    assert c.server.engine == "native"
     assert (c.server.allow_flush, c.server.allow_shutdown, c.server.allow_verbosity) == (
         True,
         False,

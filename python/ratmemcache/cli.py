@@ -208,7 +208,7 @@ def _absolute(config: Config) -> None:
 @click.option(
     "--engine",
     type=click.Choice(["anyio", "native"]),
-    help='I/O engine: "native" (Rust, multi-threaded) or "anyio" (Python; the default).',
+    help='I/O engine: "native" (Rust, multi-threaded; the default) or "anyio" (Python).',
 )
 @click.option("-I", "--max-item-size", help="Largest item, e.g. 1m (default), 2m, 128m.")
 @click.option("-U", "--udp-port", type=int, help="UDP port: only 0 (off) is supported.")

@@ -301,10 +301,10 @@ class ServerConfig(Section):
         minimum=1,
     )
     engine: str = setting(
-        "anyio",
+        "native",
         "choice",
-        'The I/O engine. "anyio": Python (uvloop when installed), embeddable in an async app. '
-        '"native": a multi-threaded Rust event loop (worker_threads threads), the faster one.',
+        'The I/O engine. "native": a multi-threaded Rust event loop (worker_threads threads), the '
+        'faster one. "anyio": Python (uvloop when installed), embeddable in an async app.',
         choices=ENGINE_CHOICES,
     )
     allow_flush: bool = setting(True, "bool", "Accept flush_all (memcached -F turns it off).")

@@ -14,7 +14,8 @@ Embedding: ``ratmemcache.serve_native(cache, port=0)`` runs it in the background
 app (no event loop needed) and returns a :class:`NativeHandle`; the app keeps using ``cache``
 directly while clients reach it over the network.
 
-Not done here (the anyio engine has them): the per-exchange debug lines of the cache log.
+The optional logs cost nothing when off: the Rust side queues audit and cache-log events only
+when their switch is on.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ class NativeHandle:
     def flush_events(self) -> None:
         """Log what the Rust side queued (call it now and then; the CLI and the thread do)."""
         events, dropped = self.server.take_events()
-        for level, audit, message in events:
-            (audit_log if audit else log).log(level, "%s", message)
+        for level, logger, message in events:
+            logging.getLogger(logger).log(level, "%s", message)
         if dropped:
             log.warning("%d log event(s) dropped: the log could not keep up", dropped)
         if self.switches.perf and time.monotonic() - self._last_perf >= PERF_REPORT_SECONDS:
@@ -270,6 +271,7 @@ def start_native(
             idle_timeout=s.idle_timeout,
             read_size=config.performance.read_size,
             audit=sw.audit,
+            exchanges=sw.cache,
         )
     except OSError as e:
         if e.filename is not None:

@@ -74,6 +74,8 @@ pub struct NetConfig {
     pub read_size: usize,
     /// Queue an audit event per connection opened, refused and closed.
     pub audit: bool,
+    /// Queue a debug event per exchange (bytes in and out), for the cache log.
+    pub exchanges: bool,
 }
 
 impl Default for NetConfig {
@@ -87,6 +89,7 @@ impl Default for NetConfig {
             idle_timeout: None,
             read_size: 64 * 1024,
             audit: false,
+            exchanges: false,
         }
     }
 }
@@ -94,17 +97,39 @@ impl Default for NetConfig {
 /// Python's logging levels, so the embedder can pass them through unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    Debug = 10,
     Info = 20,
     Warning = 30,
     Error = 40,
+}
+
+/// Which of the embedder's logs an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Log {
+    /// Errors and warnings of the server itself.
+    Server,
+    /// Connections opened, refused and closed.
+    Audit,
+    /// Per-exchange sizes (never contents).
+    Cache,
+}
+
+impl Log {
+    /// The Python logger's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Log::Server => "ratmemcache.server",
+            Log::Audit => "ratmemcache.audit",
+            Log::Cache => "ratmemcache.cache",
+        }
+    }
 }
 
 /// Something the embedder should log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub level: Level,
-    /// `true` for the audit log (connections), `false` for the server log (errors).
-    pub audit: bool,
+    pub log: Log,
     pub message: String,
 }
 
@@ -141,7 +166,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn event(&self, level: Level, audit: bool, message: String) {
+    fn event(&self, level: Level, log: Log, message: String) {
         let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= MAX_EVENTS {
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +174,7 @@ impl Shared {
         }
         q.push_back(Event {
             level,
-            audit,
+            log,
             message,
         });
     }
@@ -571,7 +596,7 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
                     if shared.config.audit {
                         shared.event(
                             Level::Warning,
-                            true,
+                            Log::Audit,
                             format!(
                                 "refused a connection from {peer}: max_connections ({max}) reached"
                             ),
@@ -595,7 +620,7 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
             Err(e) if transient_accept_error(&e) => {
                 shared.event(
                     Level::Warning,
-                    false,
+                    Log::Server,
                     format!("accept() failed ({e}); retrying"),
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -603,7 +628,7 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
             Err(e) => {
                 shared.event(
                     Level::Error,
-                    false,
+                    Log::Server,
                     format!("accept() failed ({e}); this listener stops"),
                 );
                 break;
@@ -659,7 +684,11 @@ async fn run_connection<S: Stream>(
 ) {
     let cfg = &shared.config;
     if cfg.audit {
-        shared.event(Level::Info, true, format!("conn {id} opened from {peer}"));
+        shared.event(
+            Level::Info,
+            Log::Audit,
+            format!("conn {id} opened from {peer}"),
+        );
     }
     // Two stop signals, each one future for the connection's whole life (not one per request:
     // creating and dropping a watch waiter per read cost ~3% of the CPU in a profile).
@@ -710,6 +739,7 @@ async fn run_connection<S: Stream>(
             Wake::Readable(Err(_)) => break 'conn "client went away",
         }
         out.clear();
+        let read_before = bytes_in;
         let step = READ_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < cfg.read_size {
@@ -742,7 +772,7 @@ async fn run_connection<S: Stream>(
             Read::Panicked(msg) => {
                 shared.event(
                     Level::Error,
-                    false,
+                    Log::Server,
                     format!("conn {id} failed (a bug: {msg}); closing it"),
                 );
                 out.clear();
@@ -750,6 +780,17 @@ async fn run_connection<S: Stream>(
                 true
             }
         };
+        if cfg.exchanges {
+            shared.event(
+                Level::Debug,
+                Log::Cache,
+                format!(
+                    "conn {id}: {} bytes in, {} bytes out",
+                    bytes_in - read_before,
+                    out.len()
+                ),
+            );
+        }
         if !out.is_empty() {
             bytes_out += out.len() as u64;
             let mut write = std::pin::pin!(stream.write_all(&out));
@@ -790,7 +831,7 @@ async fn run_connection<S: Stream>(
     if cfg.audit {
         shared.event(
             Level::Info,
-            true,
+            Log::Audit,
             format!("conn {id} closed ({reason}): {bytes_in} bytes in, {bytes_out} bytes out"),
         );
     }

@@ -170,7 +170,7 @@ fn max_connections_refuses_like_memcached() {
     assert_eq!(dropped, 0);
     assert!(events
         .iter()
-        .any(|e| e.audit && e.message.contains("refused a connection")));
+        .any(|e| e.log == Log::Audit && e.message.contains("refused a connection")));
     assert!(events
         .iter()
         .any(|e| e.message.starts_with("conn 1 opened")));

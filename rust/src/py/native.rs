@@ -81,7 +81,7 @@ impl PyNativeServer {
     #[new]
     #[pyo3(signature = (hosts, port, *, unix_socket = None, backlog = 1024, worker_threads = 4,
                         max_connections = 1024, idle_timeout = 0.0, read_size = 65536,
-                        audit = false))]
+                        audit = false, exchanges = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -94,6 +94,7 @@ impl PyNativeServer {
         idle_timeout: f64,
         read_size: usize,
         audit: bool,
+        exchanges: bool,
     ) -> PyResult<Self> {
         let mut tcp = Vec::with_capacity(hosts.len());
         for h in &hosts {
@@ -117,6 +118,7 @@ impl PyNativeServer {
             idle_timeout: idle,
             read_size,
             audit,
+            exchanges,
         };
         let server = py.detach(|| NativeServer::bind(config)).map_err(os_error)?;
         Ok(PyNativeServer {
@@ -207,14 +209,14 @@ impl PyNativeServer {
         self.server.connection_count()
     }
 
-    /// The queued log events `(level, audit, message)`, oldest first, and how many were
+    /// The queued log events `(level, logger name, message)`, oldest first, and how many were
     /// dropped because nobody collected them in time.
-    fn take_events(&self) -> (Vec<(u8, bool, String)>, u64) {
+    fn take_events(&self) -> (Vec<(u8, &'static str, String)>, u64) {
         let (events, dropped) = self.server.take_events();
         (
             events
                 .into_iter()
-                .map(|e| (e.level as u8, e.audit, e.message))
+                .map(|e| (e.level as u8, e.log.name(), e.message))
                 .collect(),
             dropped,
         )
