@@ -529,6 +529,27 @@ impl Listen for tokio::net::UnixListener {
 trait Stream: AsyncWrite + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
+
+    /// One read. A short read (less than `buf` holds) drained the socket, so the readiness is
+    /// cleared at once, as memcached does after a short read: otherwise the next wait would
+    /// return at once and cost a read that fails with EAGAIN, one wasted syscall per request.
+    /// Safe against a race: tokio clears only if no readiness event came in since the read
+    /// began.
+    fn read_once(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        let cap = buf.len();
+        match self.try_io(|| match self.try_read(buf) {
+            Ok(n) if n > 0 && n < cap => {
+                got = n;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            other => other,
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            other => other,
+        }
+    }
 }
 
 impl Stream for TcpStream {
@@ -537,6 +558,9 @@ impl Stream for TcpStream {
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         TcpStream::try_read(self, buf)
+    }
+    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        TcpStream::try_io(self, tokio::io::Interest::READABLE, f)
     }
 }
 
@@ -547,6 +571,9 @@ impl Stream for tokio::net::UnixStream {
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         tokio::net::UnixStream::try_read(self, buf)
+    }
+    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        tokio::net::UnixStream::try_io(self, tokio::io::Interest::READABLE, f)
     }
 }
 
@@ -745,7 +772,7 @@ async fn run_connection<S: Stream>(
             if buf.len() < cfg.read_size {
                 buf.resize(cfg.read_size, 0);
             }
-            let n = match stream.try_read(&mut buf[..cfg.read_size]) {
+            let n = match stream.read_once(&mut buf[..cfg.read_size]) {
                 Ok(0) => return Read::Gone,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Read::Nothing,
