@@ -3,9 +3,10 @@
 //!
 //! Threads: one multi-threaded tokio runtime with `worker_threads` workers. A design with one
 //! single-threaded loop per thread and connections dealt round-robin (memcached's) was tried and
-//! dropped: it saved the workers' wake-ups (~3% of the CPU in a profile), but when the box is
-//! busy and one thread is descheduled, its connections wait; at 20k req/s on a loaded 2-core
-//! box its p99 was 5-6 ms against 1.3-2.3 ms with work stealing, and p99.9 3-6x worse.
+//! dropped: it saved the workers' wake-ups (futex and sched_yield, ~3% of the server's CPU in a
+//! profile), but when the box is busy and one thread is descheduled, its connections wait. At
+//! 20k req/s on a loaded 2-core box (bench/latency, 5 interleaved runs each) its median p99 was
+//! 2.4 ms against 1.5 ms with work stealing; those figures are noisy, the direction held.
 //!
 //! Per connection the loop is the anyio engine's: wait until the socket is readable, read once
 //! into a per-thread buffer, make ONE `Session::feed` call, write the whole reply (every
