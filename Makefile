@@ -58,6 +58,7 @@ lint: venv
 
 test-rust:
 	cargo test --no-default-features
+	cargo test --no-default-features --features native --lib net::
 
 test-python: develop
 	$(PY) -m pytest
@@ -71,9 +72,11 @@ bench: venv
 
 # Server throughput as a ratio to memcached (needs the project's shared bench script).
 SERVER_RATIO ?= ../shared/bench/server_ratio.py
+# The engine measured by bench-server: native or anyio (memcached runs with -t 2).
+ENGINE ?= native
 bench-server: setup
 	$(VENV)/bin/maturin develop -q --release --features extension-module
-	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV)/bin/ratmemcached -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
+	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV)/bin/ratmemcached --engine $(ENGINE) -t 2 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) target

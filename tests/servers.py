@@ -40,6 +40,7 @@ import pytest
 import tomlkit
 
 __all__ = [
+    "ENGINES",
     "MEMCACHED",
     "ServerProcess",
     "ServerStartFailed",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+#: The I/O engines every server-level test runs against (``--engine``).
+ENGINES = ("anyio", "native")
 
 
 def _find_memcached() -> str | None:
@@ -215,6 +218,7 @@ def _spawn(
 
 def start_ratmemcached(
     *args: str,
+    engine: str | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
     host: str = HOST,
     port: int | None = None,
@@ -227,13 +231,15 @@ def start_ratmemcached(
 
     ``config`` is TOML text, a dict (written as TOML), or a path. ``-l host -p port`` are added
     (after ``args``, so they win) unless ``add_address`` is false; then pass the port yourself
-    and give it as ``port``. A port taken by someone else between our check and the server's bind
-    is retried with another port.
+    and give it as ``port``. ``engine`` adds ``--engine ENGINE`` (see :data:`ENGINES`). A port
+    taken by someone else between our check and the server's bind is retried with another port.
     """
     for attempt in range(3):
         tmpdir = Path(tempfile.mkdtemp(prefix="ratmemcached-test-"))
         p = port if port is not None else free_port(host)
         argv = ratmemcached_argv(*args)
+        if engine is not None:
+            argv += ["--engine", engine]
         if config is not None:
             argv += ["--config", str(_write_config(config, tmpdir))]
         if add_address:

@@ -1,5 +1,6 @@
-"""Real memcached clients against a running ratmemcached: pymemcache (text and meta), pylibmc
-(text and binary), and libmemcached's memccapable conformance suite (ascii and binary)."""
+"""Real memcached clients against a running ratmemcached, with each I/O engine: pymemcache (text
+and meta), pylibmc (text and binary), and libmemcached's memccapable conformance suite (ascii and
+binary)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
-from servers import ServerProcess, ratmemcached
+from servers import ENGINES, ServerProcess, ratmemcached
 
 LARGE = bytes(range(256)) * 4000  # ~1 MB minus headroom: under the 1 MB item limit
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ratmemcached() as srv:
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    with ratmemcached(engine=request.param) as srv:
         yield srv
 
 
@@ -110,10 +111,11 @@ def test_pylibmc(server: ServerProcess, binary: bool) -> None:
 
 
 @pytest.mark.skipif(shutil.which("memccapable") is None, reason="libmemcached-tools not installed")
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("mode", ["-a", "-b"], ids=["ascii", "binary"])
-def test_memccapable(mode: str) -> None:
+def test_memccapable(mode: str, engine: str) -> None:
     # memccapable flushes the server, so it gets one of its own.
-    with ratmemcached() as srv:
+    with ratmemcached(engine=engine) as srv:
         host, port = srv.address
         run = subprocess.run(
             ["memccapable", "-h", host, "-p", str(port), mode, "-t", "10"],

@@ -48,7 +48,7 @@ def test_defaults_match_memcached_and_the_issue() -> None:
     assert c.server.max_connections == 1024
     assert c.server.max_item_size == MB
     assert c.server.idle_timeout == 0
-    assert c.server.engine == "anyio"
+    assert c.server.engine == "native"
     assert (c.server.allow_flush, c.server.allow_shutdown, c.server.allow_verbosity) == (
         True,
         False,
@@ -405,16 +405,14 @@ def test_cross_setting_checks() -> None:
         config_from_mapping({"l1": {"shards": 6}})
 
 
-def test_l2_needs_a_data_dir_and_native_engine_is_refused_with_one_clear_line() -> None:
+def test_l2_needs_a_data_dir_and_native_is_available() -> None:
     config_from_mapping({"l2": {"enable_l2_cache": True, "data_dir": "/tmp/x"}}).check_available()
     c = config_from_mapping({"l2": {"enable_l2_cache": True}})
     with pytest.raises(ConfigError) as err:
         c.check_available()
     assert str(err.value).startswith("[l2] data_dir: required when enable_l2_cache = true")
     assert "\n" not in str(err.value)
-    c = config_from_mapping({"server": {"engine": "native"}})
-    with pytest.raises(ConfigError, match='only the "anyio" engine'):
-        c.check_available()
+    config_from_mapping({"server": {"engine": "native"}}).check_available()
     Config().check_available()  # the defaults are fine
 
 

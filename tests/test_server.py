@@ -1,4 +1,5 @@
-"""The anyio server, through real sockets: a subprocess ``ratmemcached`` and an embedded one."""
+"""The server through real sockets, with each I/O engine: a subprocess ``ratmemcached`` and an
+embedded one (``serve`` for anyio, ``serve_native`` for the native engine)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,17 @@ from ratmemcache.client import (
     streaming_get,
     streaming_set,
 )
-from servers import ServerProcess, exchange, memcached, ratmemcached, requires_memcached
+from servers import (
+    ENGINES,
+    ServerProcess,
+    exchange,
+    memcached,
+    ratmemcached,
+    requires_memcached,
+)
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+each_engine = pytest.mark.parametrize("engine", ENGINES)
 
 
 def client(srv: ServerProcess, **kw: object) -> Client:
@@ -53,10 +62,10 @@ def stats(srv: ServerProcess, *args: str) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def shared() -> ServerProcess:
-    """One server for the tests that don't care about its lifecycle (saves startups)."""
-    with ratmemcached("-I", "8m", "-m", "64") as srv:
+@pytest.fixture(scope="module", params=ENGINES)
+def shared(request: pytest.FixtureRequest) -> ServerProcess:
+    """One server per engine for the tests that don't care about its lifecycle."""
+    with ratmemcached("-I", "8m", "-m", "64", engine=request.param) as srv:
         yield srv  # type: ignore[misc]
 
 
@@ -97,6 +106,7 @@ def test_stats_settings_reflect_the_config(shared: ServerProcess) -> None:
     assert st["item_size_max"] == str(8 << 20)
     assert st["maxbytes"] == str(64 << 20)
     assert st["udpport"] == "0"
+    assert st["io_engine"] == ("native" if "native" in shared.argv else "anyio")
     general = stats(shared)
     assert int(general["curr_connections"]) >= 1
 
@@ -181,11 +191,12 @@ def test_large_value_does_not_stall_other_clients(shared: ServerProcess) -> None
     assert worst < 1.0, f"a small get waited {worst:.3f}s behind the large value"
 
 
-def test_unix_socket(tmp_path: Path) -> None:
+@each_engine
+def test_unix_socket(tmp_path: Path, engine: str) -> None:
     if sys.platform == "win32":
         pytest.skip("POSIX only")
     path = tmp_path / "r.sock"
-    with ratmemcached("-s", str(path)) as srv:
+    with ratmemcached("-s", str(path), engine=engine) as srv:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
             s.connect(str(path))
@@ -201,16 +212,25 @@ def test_unix_socket(tmp_path: Path) -> None:
 # -- limits -----------------------------------------------------------------------------------
 
 
-def test_max_connections_refuses_like_memcached_and_stays_healthy() -> None:
-    with ratmemcached("-c", "2") as srv:
+@each_engine
+def test_max_connections_refuses_like_memcached_and_stays_healthy(engine: str) -> None:
+    with ratmemcached("-c", "2", engine=engine) as srv:
         # The helper's readiness probe connection may still be closing: wait until it's gone.
         deadline = time.monotonic() + 5
         while int(stats(srv)["curr_connections"]) > 1 and time.monotonic() < deadline:
             time.sleep(0.02)
-        a, b = srv.connect(), srv.connect()
+        # The probe's own connection may still be closing too: retry until both get in.
+        while True:
+            a, b = srv.connect(), srv.connect()
+            replies = [exchange(s, b"version\r\n") for s in (a, b)]
+            if all(r.startswith(b"VERSION ") for r in replies) or time.monotonic() > deadline:
+                break
+            a.close()
+            b.close()
+            time.sleep(0.05)
         try:
-            for s in (a, b):
-                assert exchange(s, b"version\r\n").startswith(b"VERSION ")
+            for r in replies:
+                assert r.startswith(b"VERSION ")
             with srv.connect() as third:
                 assert recv_until_closed(third) == b"ERROR Too many open connections\r\n"
             a.close()
@@ -232,8 +252,9 @@ def test_max_connections_refuses_like_memcached_and_stays_healthy() -> None:
     assert "refused a connection" in srv.output()
 
 
-def test_idle_timeout_closes_idle_clients_only() -> None:
-    with ratmemcached("-o", "idle_timeout=1") as srv:
+@each_engine
+def test_idle_timeout_closes_idle_clients_only(engine: str) -> None:
+    with ratmemcached("-o", "idle_timeout=1", engine=engine) as srv:
         idle = srv.connect()
         busy = srv.connect()
         try:
@@ -254,8 +275,9 @@ def test_idle_timeout_closes_idle_clients_only() -> None:
 
 
 @posix_only
-def test_sigterm_exits_0_with_idle_clients() -> None:
-    with ratmemcached() as srv:
+@each_engine
+def test_sigterm_exits_0_with_idle_clients(engine: str) -> None:
+    with ratmemcached(engine=engine) as srv:
         socks = [srv.connect() for _ in range(5)]
         for s in socks:
             assert exchange(s, b"version\r\n").startswith(b"VERSION ")
@@ -269,8 +291,9 @@ def test_sigterm_exits_0_with_idle_clients() -> None:
 
 
 @posix_only
-def test_sigterm_lets_a_request_in_flight_finish() -> None:
-    with ratmemcached() as srv, srv.connect() as s:
+@each_engine
+def test_sigterm_lets_a_request_in_flight_finish(engine: str) -> None:
+    with ratmemcached(engine=engine) as srv, srv.connect() as s:
         s.sendall(b"set inflight 0 0 10\r\n01234")  # half a request
         time.sleep(0.2)
         srv.send_signal(signal.SIGTERM)
@@ -283,9 +306,10 @@ def test_sigterm_lets_a_request_in_flight_finish() -> None:
 
 
 @posix_only
-def test_second_signal_forces_exit() -> None:
+@each_engine
+def test_second_signal_forces_exit(engine: str) -> None:
     cfg = {"server": {"shutdown_grace": 60}}
-    with ratmemcached(config=cfg) as srv, srv.connect() as s:
+    with ratmemcached(config=cfg, engine=engine) as srv, srv.connect() as s:
         s.sendall(b"set stuck 0 0 10\r\n01")  # a request that will never finish
         time.sleep(0.2)
         srv.send_signal(signal.SIGTERM)
@@ -296,8 +320,9 @@ def test_second_signal_forces_exit() -> None:
     assert "again: closing all connections now" in srv.output()
 
 
-def test_shutdown_command_when_enabled() -> None:
-    with ratmemcached("-A") as srv, srv.connect() as s:
+@each_engine
+def test_shutdown_command_when_enabled(engine: str) -> None:
+    with ratmemcached("-A", engine=engine) as srv, srv.connect() as s:
         s.sendall(b"shutdown\r\n")
         recv_until_closed(s)
         assert srv.wait(10) == 0
@@ -389,11 +414,83 @@ def test_embedded_server_port_in_use_raises_a_clear_error() -> None:
             anyio.run(functools.partial(ratmemcache.serve, None, "127.0.0.1", port))
 
 
+def test_serve_native_shares_the_cache_with_in_process_callers() -> None:
+    cache = ratmemcache.Cache(max_memory="16MB")
+    with ratmemcache.serve_native(cache, "127.0.0.1", 0, worker_threads=2) as server:
+        assert server.port > 0 and server.running
+        cache.set("from-app", b"set directly")
+        c = Client(("127.0.0.1", server.port), connect_timeout=5, timeout=5)
+        try:
+            assert c.get("from-app") == b"set directly"
+            assert c.set("from-net", b"hello app", noreply=False) is True
+            assert cache.get("from-net") == b"hello app"  # seen in process at once
+
+            # Both sides keep writing the same keys concurrently.
+            def app_writes() -> None:
+                for i in range(2000):
+                    cache.set(f"shared:{i % 50}", b"app")
+
+            t = threading.Thread(target=app_writes)
+            t.start()
+            for i in range(2000):
+                c.set(f"shared:{i % 50}", b"net", noreply=False)
+            t.join(30)
+            assert all(cache.get(f"shared:{i}") in (b"app", b"net") for i in range(50))
+            assert c.stats()[b"curr_connections"] >= 1
+            assert c.get_many(["from-app", "from-net"]) == {
+                "from-app": b"set directly",
+                "from-net": b"hello app",
+            }
+        finally:
+            c.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            st = exchange(s, b"stats settings\r\n", until=b"END\r\n")
+        assert b"STAT io_engine native\r\n" in st
+    assert not server.running
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    assert not cache.closed  # the app's cache outlives the server
+    cache.set("after", b"1")
+    cache.close()
+
+
+def test_serve_native_options_shutdown_command_and_errors() -> None:
+    from ratmemcache.server import ServerStartError
+
+    cache = ratmemcache.Cache()
+    server = ratmemcache.serve_native(
+        cache, "127.0.0.1", 0, max_connections=1, allow_shutdown=True, shutdown_grace=1
+    )
+    try:
+        assert server.config.server.max_connections == 1
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+                assert recv_until_closed(extra) == b"ERROR Too many open connections\r\n"
+            s.sendall(b"shutdown\r\n")
+            assert recv_until_closed(s) == b""
+        deadline = time.monotonic() + 5
+        while server.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not server.running  # the shutdown command stopped it
+    finally:
+        server.stop()
+    with pytest.raises(TypeError, match="unexpected option 'colour'"):
+        ratmemcache.serve_native(cache, "127.0.0.1", 0, colour=1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServerStartError, match="address already in use"):
+            ratmemcache.serve_native(cache, "127.0.0.1", port)
+    cache.close()
+
+
 # -- against the reference ----------------------------------------------------------------------
 
 
 @requires_memcached
-def test_same_bytes_as_memcached_for_a_basic_session() -> None:
+@each_engine
+def test_same_bytes_as_memcached_for_a_basic_session(engine: str) -> None:
     session = (
         b"set a 5 0 3\r\nabc\r\n"
         b"get a b\r\n"
@@ -410,7 +507,7 @@ def test_same_bytes_as_memcached_for_a_basic_session() -> None:
     )
     end = b"VALUE n 0 2\r\n0 \r\nEND\r\n"  # decr keeps the length: memcached pads with a space
     replies = []
-    for start in (memcached, ratmemcached):
+    for start in (memcached, functools.partial(ratmemcached, engine=engine)):
         with start() as srv, srv.connect() as s:
             replies.append(exchange(s, session, until=end))
     ref, ours = replies

@@ -56,7 +56,7 @@ def exercise(address: tuple[str, int], crt: Path) -> list[object]:
 def test_a_tls_client_gets_the_same_answers_as_from_memcached(cert: tuple[Path, Path]) -> None:
     crt, key = cert
     opts = f"ssl_chain_cert={crt},ssl_key={key}"
-    with memcached("-Z", "-o", opts) as ref, ratmemcached("-Z", "-o", opts) as ours:
+    with memcached("-Z", "-o", opts) as ref, ratmemcached("-Z", "-o", opts, engine="anyio") as ours:
         want = exercise(ref.address, crt)
         got = exercise(ours.address, crt)
     assert got == want == [True, b"over tls", True, True, None, True, None]
@@ -65,7 +65,14 @@ def test_a_tls_client_gets_the_same_answers_as_from_memcached(cert: tuple[Path, 
 @needs_openssl
 def test_plain_text_and_bad_handshakes_cost_only_their_connection(cert: tuple[Path, Path]) -> None:
     crt, key = cert
-    cfg = {"server": {"tls": True, "ssl_chain_cert": str(crt), "ssl_key": str(key)}}
+    cfg = {
+        "server": {
+            "tls": True,
+            "ssl_chain_cert": str(crt),
+            "ssl_key": str(key),
+            "engine": "anyio",
+        }
+    }
     with ratmemcached(config=cfg) as srv:
         with srv.connect(timeout=5) as plain:
             plain.sendall(b"version\r\n")  # not a TLS ClientHello
@@ -75,18 +82,15 @@ def test_plain_text_and_bad_handshakes_cost_only_their_connection(cert: tuple[Pa
 
 
 def test_tls_without_a_certificate_is_one_line(tmp_path: Path) -> None:
+    base = ["python", "-m", "ratmemcache", "--engine", "anyio", "-Z", "-p", "0"]
     proc = subprocess.run(
-        ["python", "-m", "ratmemcache", "-Z", "-p", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+        base, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
     )
     assert proc.returncode == 2
     assert "[server] ssl_chain_cert: required when tls = true" in proc.stderr
     missing = tmp_path / "nope.pem"
     proc = subprocess.run(
-        ["python", "-m", "ratmemcache", "-Z", "-o", f"ssl_chain_cert={missing}", "-p", "0"],
+        [*base, "-o", f"ssl_chain_cert={missing}"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -94,3 +98,16 @@ def test_tls_without_a_certificate_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert str(missing) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_tls_with_the_native_engine_is_refused_with_one_line(cert: tuple[Path, Path]) -> None:
+    crt, _ = cert
+    proc = subprocess.run(
+        ["python", "-m", "ratmemcache", "-Z", "-o", f"ssl_chain_cert={crt}", "-p", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "TLS is served by the anyio engine only" in proc.stderr

@@ -1,7 +1,7 @@
 """Every wire transcript, three ways: in process against the Rust Session, over a socket against
-a running ``ratmemcached``, and over a socket against Debian's memcached, which proves that the
-expected bytes are memcached's own (files named ``ext_*`` are ratmemcache extensions, skipped
-there)."""
+a running ``ratmemcached`` (with each I/O engine), and over a socket against Debian's memcached,
+which proves that the expected bytes are memcached's own (files named ``ext_*`` are ratmemcache
+extensions, skipped there)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ratmemcache._core import Cache, Engine
-from servers import memcached, ratmemcached, requires_memcached
+from servers import ENGINES, memcached, ratmemcached, requires_memcached
 from transcript import options, parse, run_session, run_socket, transcript_files
 
 FILES = transcript_files()
@@ -29,10 +29,11 @@ def test_in_process(path: Path) -> None:
     run_session(engine.session(), parse(path))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("path", FILES, ids=IDS)
-def test_ratmemcached_socket(path: Path) -> None:
+def test_ratmemcached_socket(path: Path, engine: str) -> None:
     # One shard, so CAS uniques count from 1 as memcached's do.
-    with ratmemcached(*item_size_args(path), config={"l1": {"shards": 1}}) as srv:
+    with ratmemcached(*item_size_args(path), engine=engine, config={"l1": {"shards": 1}}) as srv:
         run_socket(*srv.address, parse(path))
 
 

@@ -27,6 +27,7 @@ from ratmemcache.errors import CacheClosedError, ConfigError, PersistenceError, 
 
 if TYPE_CHECKING:
     from ratmemcache.config import Config, load_config
+    from ratmemcache.native import serve_native
     from ratmemcache.server import Server, serve
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "cached",
     "load_config",
     "serve",
+    "serve_native",
 ]
 
 # The server side (anyio, tomlkit) is imported on first use, so `import ratmemcache` stays cheap
@@ -54,6 +56,7 @@ _LAZY = {
     "load_config": "ratmemcache.config",
     "Server": "ratmemcache.server",
     "serve": "ratmemcache.server",
+    "serve_native": "ratmemcache.native",
 }
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "Cache",
     "Engine",
     "ManualClock",
+    "NativeServer",
     "Session",
     "__version__",
 ]
@@ -155,3 +156,42 @@ class Session:
     @property
     def closed(self) -> bool: ...
     def close(self) -> None: ...
+
+@final
+class NativeServer:
+    """The native I/O engine: a multi-threaded Rust event loop serving one ``Engine``.
+
+    The constructor opens the listeners (``OSError`` with the errno when it can't; a unix socket
+    failure has ``filename`` set); ``start`` begins serving. Blocking calls release the GIL.
+    """
+
+    def __new__(
+        cls,
+        hosts: Sequence[str],
+        port: int,
+        *,
+        unix_socket: str | None = None,
+        backlog: int = 1024,
+        worker_threads: int = 4,
+        max_connections: int = 1024,
+        idle_timeout: float = 0.0,
+        read_size: int = 65536,
+        audit: bool = False,
+        exchanges: bool = False,
+    ) -> NativeServer: ...
+    @property
+    def addresses(self) -> list[tuple[str, int]]: ...
+    @property
+    def port(self) -> int: ...
+    def start(self, engine: Engine) -> int: ...
+    def wait(self, timeout: float | None = None) -> str | None: ...
+    def begin_stop(self, reason: str = "stop") -> None: ...
+    def wait_drained(self, timeout: float | None = None) -> bool: ...
+    def force_stop(self) -> None: ...
+    def stop(self, grace: float = 5.0) -> bool: ...
+    def close(self) -> None: ...
+    @property
+    def is_running(self) -> bool: ...
+    @property
+    def connection_count(self) -> int: ...
+    def take_events(self) -> tuple[list[tuple[int, str, str]], int]: ...

@@ -212,6 +212,11 @@ def _absolute(config: Config) -> None:
 )
 @click.option("-c", "--conn-limit", type=int, help="Max simultaneous connections (default 1024).")
 @click.option("-t", "--threads", type=int, help="Worker threads (default 4).")
+@click.option(
+    "--engine",
+    type=click.Choice(["anyio", "native"]),
+    help='I/O engine: "native" (Rust, multi-threaded; the default) or "anyio" (Python).',
+)
 @click.option("-I", "--max-item-size", help="Largest item, e.g. 1m (default), 2m, 128m.")
 @click.option("-U", "--udp-port", type=int, help="UDP port: only 0 (off) is supported.")
 @click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
@@ -245,6 +250,7 @@ def cli(
     memory_limit: str | None,
     conn_limit: int | None,
     threads: int | None,
+    engine: str | None,
     max_item_size: str | None,
     udp_port: int | None,
     listen_backlog: int | None,
@@ -294,6 +300,8 @@ def cli(
                 overrides["server.max_connections|-c/--conn-limit"] = conn_limit
             if threads is not None:
                 overrides["performance.worker_threads|-t/--threads"] = threads
+            if engine is not None:
+                overrides["server.engine|--engine"] = engine
             if max_item_size is not None:
                 overrides["server.max_item_size|-I/--max-item-size"] = _size_flag(
                     max_item_size, "-I"
@@ -386,6 +394,10 @@ def _serve(config: Config, *, daemon: bool, verbosity: int) -> int:
         if daemon:
             ready_fd = _daemonize()
             logsetup.configure(config.logging, verbosity=verbosity)
+        if config.server.engine == "native":
+            from ratmemcache.native import run_native
+
+            return run_native(config, on_started=on_started)
         return run(config, on_started=on_started)
     except (ConfigError, ServerStartError) as e:
         if ready_fd is not None:

@@ -303,9 +303,10 @@ class ServerConfig(Section):
         minimum=1,
     )
     engine: str = setting(
-        "anyio",
+        "native",
         "choice",
-        'The I/O engine. "anyio" (Python, uvloop when installed) is the one in this build.',
+        'The I/O engine. "native": a multi-threaded Rust event loop (worker_threads threads), the '
+        'faster one. "anyio": Python (uvloop when installed), embeddable in an async app.',
         choices=ENGINE_CHOICES,
     )
     allow_flush: bool = setting(True, "bool", "Accept flush_all (memcached -F turns it off).")
@@ -466,8 +467,9 @@ class PerformanceConfig(Section):
     worker_threads: int = setting(
         4,
         "int",
-        "Worker threads (memcached -t): in the anyio engine, the threads that large requests "
-        "are offloaded to, so they never stall the event loop.",
+        "Worker threads (memcached -t): in the native engine, the event-loop threads; in the "
+        "anyio engine, the threads that large requests are offloaded to, so they never stall "
+        "the event loop.",
         minimum=1,
         maximum=1024,
     )
@@ -698,11 +700,19 @@ class Config:
                 "[l2] data_dir: required when enable_l2_cache = true (the directory that holds "
                 "the L2 database)"
             )
-        if self.server.engine != "anyio":
+        if self.server.engine == "native" and self.server.tls:
             raise ConfigError(
-                f'[server] engine = "{self.server.engine}": only the "anyio" engine is available '
-                "in this build"
+                "[server] tls: TLS is served by the anyio engine only for now; add --engine anyio "
+                '(or [server] engine = "anyio")'
             )
+        if self.server.engine == "native":
+            from ratmemcache import _core
+
+            if not hasattr(_core, "NativeServer"):
+                raise ConfigError(
+                    '[server] engine = "native": this build has no native engine (it was built '
+                    'without the "native" feature); use engine = "anyio"'
+                )
 
 
 def _to_toml_value(spec: Spec, value: Any) -> Any:

@@ -102,6 +102,8 @@ class Server:
         handle_signals: bool = False,
     ) -> None:
         self.config = config if config is not None else Config()
+        # This class is the anyio engine, whatever the config names (stats settings says so).
+        self.config.server.engine = "anyio"
         self._given_cache = cache
         self._cache: Cache | None = cache
         self._engine: Engine | None = None

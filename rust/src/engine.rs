@@ -257,6 +257,7 @@ impl Engine {
     }
 
     /// Commands may wait on the disk (the L2 is on): I/O engines run them off their event loop.
+    #[inline]
     pub fn may_block(&self) -> bool {
         self.cache.has_l2()
     }

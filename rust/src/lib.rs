@@ -1,8 +1,9 @@
 //! ratmemcache: a memcached-compatible cache with a Rust core.
 //!
 //! # Goals
-//! - An L1 in memory that is fast from Rust, from Python (the `python` feature) and, later, from
-//!   the network: sharded, with bounded memory, modern eviction (SIEVE, S3-FIFO) and TTLs.
+//! - An L1 in memory that is fast from Rust, from Python (the `python` feature) and from the
+//!   network (the `native` feature's I/O engine, `net`): sharded, with bounded memory, modern
+//!   eviction (SIEVE, S3-FIFO) and TTLs.
 //! - memcached's semantics where they are observable (exptime rules, CAS, incr/decr padding).
 //!
 //! # Non-goals
@@ -16,6 +17,8 @@
 pub mod cache;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "native")]
+pub mod net;
 pub mod protocol;
 pub mod store;
 pub mod tiered;

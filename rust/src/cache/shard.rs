@@ -1118,13 +1118,38 @@ pub(crate) fn item_of(e: &Entry) -> Item {
     }
 }
 
-/// memcached's `safe_strtoull` on an item: optional surrounding whitespace, then decimal digits.
+/// memcached's `safe_strtoull` on an item: C's `strtoull` (leading whitespace, an optional sign,
+/// decimal digits) that must stop at whitespace or the end; whatever follows the whitespace is
+/// ignored, so "0  7" is 0, as in memcached. A negative number is refused.
 fn parse_decimal(v: &[u8]) -> Option<u64> {
-    let s = v.trim_ascii();
-    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let mut i = v.iter().position(|&b| !space(b)).unwrap_or(v.len());
+    let negative = match v.get(i) {
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        _ => false,
+    };
+    let start = i;
+    let mut n: u64 = 0;
+    while let Some(d) = v.get(i).filter(|b| b.is_ascii_digit()) {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        i += 1;
+    }
+    if i == start || v.get(i).is_some_and(|&b| !space(b)) {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    if negative {
+        // strtoull negates modulo 2^64; memcached refuses the result when it reads as negative.
+        let r = n.wrapping_neg();
+        return ((r as i64) >= 0).then_some(r);
+    }
+    Some(n)
 }
 
 #[cfg(test)]
@@ -1140,5 +1165,12 @@ mod tests {
         assert_eq!(parse_decimal(b"12abc"), None);
         assert_eq!(parse_decimal(b"-1"), None);
         assert_eq!(parse_decimal(b""), None);
+        // strtoull's rules, as memcached applies them: what follows whitespace is ignored.
+        assert_eq!(parse_decimal(b"0  7"), Some(0));
+        assert_eq!(parse_decimal(b"  12\r\nxyz"), Some(12));
+        assert_eq!(parse_decimal(b"+5"), Some(5));
+        assert_eq!(parse_decimal(b"-0"), Some(0));
+        assert_eq!(parse_decimal(b" "), None);
+        assert_eq!(parse_decimal(b"12 abc"), Some(12));
     }
 }

@@ -3,6 +3,7 @@
 mod cache;
 mod clock;
 mod errors;
+mod native;
 mod server;
 
 use std::mem::ManuallyDrop;
@@ -55,6 +56,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<clock::PyManualClock>()?;
     m.add_class::<server::PyEngine>()?;
     m.add_class::<server::PySession>()?;
+    m.add_class::<native::PyNativeServer>()?;
     m.add("FLAG_SERIALIZED", cache::FLAG_SERIALIZED)?;
     m.add("ENTRY_OVERHEAD", crate::cache::ENTRY_OVERHEAD)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -20,7 +20,7 @@ const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
 
 #[pyclass(module = "ratmemcache._core", name = "Engine", frozen)]
 pub(crate) struct PyEngine {
-    engine: super::Released<Arc<Engine>>,
+    pub(super) engine: super::Released<Arc<Engine>>,
 }
 
 #[pymethods]

@@ -1,0 +1,422 @@
+"""The native I/O engine of ``ratmemcached`` (``[server] engine = "native"``, ``--engine native``).
+
+A multi-threaded Rust event loop (tokio, ``[performance] worker_threads`` threads) serves the same
+protocol ``Engine``/``Session`` as the anyio engine, with the GIL released. Python still does what
+Python is good at here: it loads the config, resolves the addresses, starts the server, handles
+SIGTERM/SIGINT, and logs the events the Rust side queues (audit lines, errors), so the request
+path never touches a logger.
+
+Shutdown is the anyio engine's: stop accepting; close idle connections at once and busy ones once
+their request is answered; after ``[server] shutdown_grace`` seconds close the rest. A second
+signal closes everything at once and the exit status is 1.
+
+Embedding: ``ratmemcache.serve_native(cache, port=0)`` runs it in the background of any Python
+app (no event loop needed) and returns a :class:`NativeHandle`; the app keeps using ``cache``
+directly while clients reach it over the network.
+
+The optional logs cost nothing when off: the Rust side queues audit and cache-log events only
+when their switch is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ratmemcache.config import (
+    Config,
+    apply_overrides,
+    build_cache,
+    build_engine,
+    format_size,
+)
+from ratmemcache.errors import PersistenceError
+from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
+from ratmemcache.server import (
+    PERF_REPORT_SECONDS,
+    ServerStartError,
+    _bind_error,
+    _format_addr,
+    _is_wildcard,
+    _option_table,
+    _unix_socket_alive,
+)
+
+if TYPE_CHECKING:
+    from ratmemcache._core import Cache, Engine, NativeServer
+
+__all__ = ["NativeHandle", "run_native", "serve_native"]
+
+log = logging.getLogger("ratmemcache.server")
+audit_log = logging.getLogger(AUDIT_LOGGER)
+perf_log = logging.getLogger(PERF_LOGGER)
+
+#: How often the embedding thread and the CLI collect the Rust side's log events.
+POLL_SECONDS = 0.1
+
+
+class NativeHandle:
+    """A running native server (from :func:`serve_native`, or the CLI).
+
+    ``port``/``addresses`` are the bound TCP addresses; ``stop()`` stops it gracefully. It is also
+    a context manager that stops on exit. The cache is closed on stop only if the server built it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server: NativeServer,
+        engine: Engine,
+        cache: Cache,
+        *,
+        own_cache: bool,
+        switches: LogSwitches,
+    ) -> None:
+        self.config = config
+        self.server = server
+        self.engine = engine
+        self.cache = cache
+        self.switches = switches
+        self.unix_socket = config.server.unix_socket
+        self._own_cache = own_cache
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._last_perf = time.monotonic()
+        self._last_stats: dict[str, str] = {}
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return self.server.addresses
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        return self.server.port
+
+    @property
+    def connection_count(self) -> int:
+        return self.server.connection_count
+
+    @property
+    def running(self) -> bool:
+        return self.server.is_running
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop accepting, let requests in flight finish (up to ``grace`` seconds, by default
+        ``[server] shutdown_grace``), then close. Returns True if nothing was cut off. Idempotent.
+        """
+        grace = self.config.server.shutdown_grace if grace is None else grace
+        self.server.begin_stop("stop")
+        drained = self.server.wait_drained(grace)
+        self._finish(drained)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        return drained
+
+    def __enter__(self) -> NativeHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _finish(self, drained: bool) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if not drained:
+            log.warning(
+                "closing %d connection(s) still busy after the %gs shutdown grace",
+                self.server.connection_count,
+                self.config.server.shutdown_grace,
+            )
+        self.server.close()
+        self.flush_events()
+        if self.switches.audit:
+            audit_log.info("stopped")
+        if self._own_cache:
+            self.cache.close()
+
+    def flush_events(self) -> None:
+        """Log what the Rust side queued (call it now and then; the CLI and the thread do)."""
+        events, dropped = self.server.take_events()
+        for level, logger, message in events:
+            logging.getLogger(logger).log(level, "%s", message)
+        if dropped:
+            log.warning("%d log event(s) dropped: the log could not keep up", dropped)
+        if self.switches.perf and time.monotonic() - self._last_perf >= PERF_REPORT_SECONDS:
+            self._report_perf()
+
+    def _report_perf(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_perf = now - self._last_perf, now
+        stats = self.engine.stats()
+        last = self._last_stats
+        ops = sum(int(stats.get(k, "0")) - int(last.get(k, "0")) for k in ("cmd_get", "cmd_set"))
+        perf_log.info(
+            "%.0f ops/s over %gs; %s connection(s); get_hits=%s get_misses=%s evictions=%s",
+            ops / elapsed,
+            round(elapsed),
+            stats.get("curr_connections", "?"),
+            stats.get("get_hits", "?"),
+            stats.get("get_misses", "?"),
+            stats.get("evictions", "?"),
+        )
+        self._last_stats = stats
+
+    def _audit_stopping(self, reason: str) -> None:
+        if self.switches.audit:
+            audit_log.info(
+                "shutting down (%s): stopped accepting; %d connection(s) open",
+                reason,
+                self.server.connection_count,
+            )
+
+    def _run_in_background(self) -> None:
+        """Collect events until a stop begins; finish a stop that the ``shutdown`` command
+        began (a ``stop()`` call finishes its own)."""
+
+        def pump() -> None:
+            reason: str | None = None
+            while reason is None:
+                reason = self.server.wait(POLL_SECONDS)
+                self.flush_events()
+            if reason != "stop":  # the shutdown command: finish the stop it began
+                self._audit_stopping(reason)
+                self._finish(self.server.wait_drained(self.config.server.shutdown_grace))
+
+        self._thread = threading.Thread(target=pump, name="ratmemcache-native", daemon=True)
+        self._thread.start()
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """The IP addresses to listen on for ``host``, as asyncio's create_server picks them."""
+    infos = socket.getaddrinfo(
+        host or None,
+        port,
+        family=socket.AF_UNSPEC,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG,
+    )
+    out: list[str] = []
+    for _family, _type, _proto, _name, addr in infos:
+        ip = str(addr[0]).split("%", 1)[0]
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def _check_unix_path(path: str) -> None:
+    """Refuse a non-socket file or a live server's socket; remove a stale socket."""
+    if sys.platform == "win32":
+        raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
+    p = Path(path)
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ServerStartError(f"cannot listen on unix socket {p}: a non-socket file is there")
+    if _unix_socket_alive(p):
+        raise ServerStartError(
+            f"cannot listen on unix socket {p}: another server is listening on it"
+        )
+    p.unlink()  # a stale socket left by a crashed server
+
+
+def start_native(
+    config: Config, cache: Cache | None = None, *, switches: LogSwitches | None = None
+) -> NativeHandle:
+    """Open the listeners and start serving; the caller owns the returned handle.
+
+    Raises :class:`ConfigError` for settings this build can't honour and
+    :class:`ServerStartError` when it can't listen; both before anything is served.
+    """
+    from ratmemcache._core import NativeServer
+
+    config.check_available()
+    s = config.server
+    sw = switches if switches is not None else LogSwitches.from_config(config.logging)
+    try:
+        hosts = _resolve(s.bind, s.port)
+    except OSError as e:
+        raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+    if s.unix_socket:
+        _check_unix_path(s.unix_socket)
+    try:
+        server = NativeServer(
+            hosts,
+            s.port,
+            unix_socket=s.unix_socket,
+            backlog=s.backlog,
+            worker_threads=config.performance.worker_threads,
+            max_connections=s.max_connections,
+            idle_timeout=s.idle_timeout,
+            read_size=config.performance.read_size,
+            audit=sw.audit,
+            exchanges=sw.cache,
+        )
+    except OSError as e:
+        if e.filename is not None:
+            raise ServerStartError(
+                f"cannot listen on unix socket {e.filename}: {e.strerror or e}"
+            ) from None
+        raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+    own_cache = cache is None
+    try:
+        if cache is None:
+            try:
+                cache = build_cache(config)
+            except PersistenceError as e:
+                raise ServerStartError(str(e)) from None
+        engine = build_engine(config, cache, port=server.port)
+        server.start(engine)
+    except BaseException:
+        server.close()
+        if own_cache and cache is not None:
+            cache.close()
+        raise
+    handle = NativeHandle(config, server, engine, cache, own_cache=own_cache, switches=sw)
+    _log_startup(handle, given_cache=not own_cache)
+    return handle
+
+
+def _log_startup(handle: NativeHandle, *, given_cache: bool) -> None:
+    cfg = handle.config
+    where = ", ".join(_format_addr(h, p) for h, p in handle.addresses)
+    if handle.unix_socket:
+        where += f", unix:{handle.unix_socket}"
+    log.info(
+        "ratmemcached listening on %s (io_engine=native, worker_threads=%d, max_memory=%s, "
+        "eviction=%s, max_connections=%d)",
+        where,
+        cfg.performance.worker_threads,
+        format_size(cfg.l1.max_memory) if not given_cache else "from the cache",
+        cfg.l1.eviction_strategy if not given_cache else "from the cache",
+        cfg.server.max_connections,
+    )
+    if any(_is_wildcard(h) for h, _ in handle.addresses) and not cfg.server.auth_file:
+        log.warning(
+            "listening on all interfaces without authentication: anyone who can reach this "
+            "host can read and change the cache"
+        )
+
+
+def serve_native(
+    cache: Cache | None = None,
+    host: str = "127.0.0.1",
+    port: int = 11211,
+    *,
+    config: Config | None = None,
+    **options: Any,
+) -> NativeHandle:
+    """Serve ``cache`` over the memcached protocol with the native engine, in the background.
+
+    No event loop is needed: the server runs on its own Rust threads, and a Python thread logs
+    its events. The app keeps using ``cache`` directly::
+
+        cache = ratmemcache.Cache(max_memory="256MB")
+        server = ratmemcache.serve_native(cache, "127.0.0.1", 0)
+        print("memcached protocol on port", server.port)
+        cache.set("config", b"...")   # visible to network clients at once
+        ...
+        server.stop()                 # graceful; the cache stays open
+
+    ``options`` are ``[server]`` and ``[performance]`` keys (``max_connections=``,
+    ``idle_timeout=``, ``unix_socket=``, ``worker_threads=``, ``max_item_size=`` ...). ``port=0``
+    picks a free port.
+    """
+    cfg = config if config is not None else Config()
+    overrides: dict[str, Any] = {
+        "server.bind": host,
+        "server.port": port,
+        "server.engine": "native",
+    }
+    for name, value in options.items():
+        table = _option_table(name)
+        if table is None:
+            raise TypeError(f"serve_native() got an unexpected option {name!r}")
+        overrides[f"{table}.{name}"] = value
+    apply_overrides(cfg, overrides)
+    handle = start_native(cfg, cache)
+    handle._run_in_background()
+    return handle
+
+
+def run_native(
+    config: Config,
+    *,
+    on_started: Callable[[NativeHandle], None] | None = None,
+) -> int:
+    """Run the native server in this process until it is shut down; returns the exit status
+    (0 after a graceful stop, 1 when a second signal forced it). Used by the CLI."""
+    pending: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        pending.append(signum)
+
+    saved: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, OSError):
+                saved[sig] = signal.signal(sig, on_signal)
+    try:
+        handle = start_native(config)
+        try:
+            if on_started is not None:
+                on_started(handle)
+            return _serve_until_stopped(handle, pending)
+        finally:
+            handle._finish(drained=True)
+    finally:
+        for signum, old in saved.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, old)
+
+
+def _serve_until_stopped(handle: NativeHandle, pending: list[int]) -> int:
+    server = handle.server
+    reason: str | None = None
+    while reason is None:
+        if pending:
+            name = signal.Signals(pending.pop(0)).name
+            log.info("%s received: shutting down gracefully (again to force)", name)
+            reason = name
+            break
+        reason = server.wait(POLL_SECONDS)
+        handle.flush_events()
+    server.begin_stop(reason)
+    handle._audit_stopping(reason)
+    grace = handle.config.server.shutdown_grace
+    deadline = time.monotonic() + grace
+    while not server.wait_drained(POLL_SECONDS):
+        handle.flush_events()
+        if pending:
+            name = signal.Signals(pending.pop(0)).name
+            log.warning("%s again: closing all connections now", name)
+            server.force_stop()
+            handle._finish(drained=True)
+            return 1
+        if time.monotonic() >= deadline:
+            handle._finish(drained=False)
+            return 0
+    handle._finish(drained=True)
+    return 0
