@@ -1,7 +1,7 @@
 # One entry point for people, CI (.ci/run) and the GitHub workflows.
 #   make serve   set everything up, then start ratmemcached with the embedded defaults
 #   make test    set everything up, then run every check and test (Rust and Python)
-#   make bench   release build, then the library and miss-ratio benchmarks
+#   make bench   release build, then the miss-ratio benchmark and bench/run_all.py (one report)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup system-deps venv develop serve test lint test-rust test-python bench bench-server clean
+.PHONY: setup system-deps venv develop serve test lint test-rust test-python fuzz-smoke bench bench-server clean
 
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
 # memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
@@ -63,12 +63,21 @@ test-rust:
 test-python: develop
 	$(PY) -m pytest
 
-test: setup lint test-rust test-python
+# Each cargo-fuzz target for a few seconds from the committed seeds (fuzz/README.md has the long
+# runs). Installs cargo-fuzz on first use.
+FUZZ_SECONDS ?= 10
+fuzz-smoke:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	fuzz/smoke.sh $(FUZZ_SECONDS)
 
+test: setup lint test-rust test-python fuzz-smoke
+
+# bench/run_all.py runs every Python benchmark, each with a timeout, and prints one report
+# (about 3 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
 bench: venv
 	$(VENV)/bin/maturin develop -q --release --features extension-module
-	$(PY) bench/library.py
 	cargo run --release --no-default-features --example miss_ratio
+	$(PY) bench/run_all.py --server-ratio $(SERVER_RATIO) $(BENCH_ALL_ARGS)
 
 # Server throughput as a ratio to memcached (needs the project's shared bench script).
 SERVER_RATIO ?= ../shared/bench/server_ratio.py
