@@ -427,13 +427,20 @@ impl Tiered {
             Place::Detached(d) => d,
             _ => &*self.l1,
         };
-        let before = version(&cache.export(key));
+        // A plain set or a large write is always written down; anything else only if it changed
+        // the item (a failed add or cas, a delete of nothing, a plain read writes nothing).
+        let always = large || !needs_prior;
+        let before = if always {
+            None
+        } else {
+            version(&cache.export(key))
+        };
         let r = op(cache);
         let after = cache.export(key);
         if let Place::Detached(d) = &place {
             self.l1.absorb_counters(key, d);
         }
-        if before != version(&after) || large || !needs_prior {
+        if always || before != version(&after) {
             self.settle(l2, key, &place, after)?;
         }
         Ok(r)

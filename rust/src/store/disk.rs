@@ -403,7 +403,6 @@ impl DiskStore {
         if !wait {
             return Ok(());
         }
-        st.want_durable |= sh.cfg.sync == SyncMode::Always;
         while st.done < batch {
             sh.finished.wait(&mut st);
         }
