@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
-from servers import memcached, ratmemcached, requires_memcached
+from servers import memcached, ratmemcached, ratmemcached_argv, requires_memcached
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -82,7 +82,7 @@ def test_plain_text_and_bad_handshakes_cost_only_their_connection(cert: tuple[Pa
 
 
 def test_tls_without_a_certificate_is_one_line(tmp_path: Path) -> None:
-    base = ["python", "-m", "ratmemcache", "--engine", "anyio", "-Z", "-p", "0"]
+    base = ratmemcached_argv("--engine", "anyio", "-Z", "-p", "0")
     proc = subprocess.run(
         base, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
     )
@@ -103,7 +103,7 @@ def test_tls_without_a_certificate_is_one_line(tmp_path: Path) -> None:
 def test_tls_with_the_native_engine_is_refused_with_one_line(cert: tuple[Path, Path]) -> None:
     crt, _ = cert
     proc = subprocess.run(
-        ["python", "-m", "ratmemcache", "-Z", "-o", f"ssl_chain_cert={crt}", "-p", "0"],
+        ratmemcached_argv("-Z", "-o", f"ssl_chain_cert={crt}", "-p", "0"),
         capture_output=True,
         text=True,
         timeout=30,
