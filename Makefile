@@ -35,9 +35,10 @@ $(VENV)/.deps: pyproject.toml Makefile
 
 venv: $(VENV)/.deps
 
-# Builds the extension in the dev profile and installs the package into the venv, editable.
+# Builds the extension in the dev profile and installs the package into the venv, editable (into
+# this venv even when another one is active).
 develop: venv
-	$(VENV)/bin/maturin develop -q --features extension-module
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop -q --features extension-module
 
 setup: system-deps develop
 
@@ -75,7 +76,7 @@ test: setup lint test-rust test-python fuzz-smoke
 # bench/run_all.py runs every Python benchmark, each with a timeout, and prints one report
 # (about 3 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
 bench: venv
-	$(VENV)/bin/maturin develop -q --release --features extension-module
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop -q --release --features extension-module
 	cargo run --release --no-default-features --example miss_ratio
 	$(PY) bench/run_all.py --server-ratio $(SERVER_RATIO) $(BENCH_ALL_ARGS)
 
@@ -84,7 +85,7 @@ SERVER_RATIO ?= ../shared/bench/server_ratio.py
 # The engine measured by bench-server: native or anyio (memcached runs with -t 2).
 ENGINE ?= native
 bench-server: setup
-	$(VENV)/bin/maturin develop -q --release --features extension-module
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop -q --release --features extension-module
 	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV)/bin/ratmemcached --engine $(ENGINE) -t 2 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
 
 clean:
