@@ -24,12 +24,9 @@ import contextlib
 import logging
 import signal
 import socket
-import stat
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +46,7 @@ from ratmemcache.server import (
     _format_addr,
     _is_wildcard,
     _option_table,
-    _unix_socket_alive,
+    check_unix_path,
 )
 
 if TYPE_CHECKING:
@@ -224,24 +221,6 @@ def _resolve(host: str, port: int) -> list[str]:
     return out
 
 
-def _check_unix_path(path: str) -> None:
-    """Refuse a non-socket file or a live server's socket; remove a stale socket."""
-    if sys.platform == "win32":
-        raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
-    p = Path(path)
-    try:
-        st = p.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ServerStartError(f"cannot listen on unix socket {p}: a non-socket file is there")
-    if _unix_socket_alive(p):
-        raise ServerStartError(
-            f"cannot listen on unix socket {p}: another server is listening on it"
-        )
-    p.unlink()  # a stale socket left by a crashed server
-
-
 def start_native(
     config: Config, cache: Cache | None = None, *, switches: LogSwitches | None = None
 ) -> NativeHandle:
@@ -260,7 +239,7 @@ def start_native(
     except OSError as e:
         raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
     if s.unix_socket:
-        _check_unix_path(s.unix_socket)
+        check_unix_path(s.unix_socket)
     try:
         server = NativeServer(
             hosts,

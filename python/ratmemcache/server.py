@@ -281,23 +281,8 @@ class Server:
         return tcp + listeners
 
     async def _open_unix(self, path: str) -> anyio.abc.SocketListener:
-        if sys.platform == "win32":
-            raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
+        check_unix_path(path)
         p = Path(path)
-        try:
-            st = p.lstat()
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ServerStartError(
-                    f"cannot listen on unix socket {p}: a non-socket file is there"
-                )
-            if _unix_socket_alive(p):
-                raise ServerStartError(
-                    f"cannot listen on unix socket {p}: another server is listening on it"
-                )
-            p.unlink()  # a stale socket left by a crashed server
         try:
             listener = await anyio.create_unix_listener(
                 p, mode=0o700, backlog=self.config.server.backlog
@@ -547,6 +532,24 @@ def _peer(stream: anyio.abc.SocketStream) -> str:
     if isinstance(addr, tuple):
         return _format_addr(str(addr[0]), int(addr[1]))
     return str(addr) or "unix"
+
+
+def check_unix_path(path: str) -> None:
+    """Refuse a non-socket file or a live server's socket; remove a stale socket."""
+    if sys.platform == "win32":
+        raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
+    p = Path(path)
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ServerStartError(f"cannot listen on unix socket {p}: a non-socket file is there")
+    if _unix_socket_alive(p):
+        raise ServerStartError(
+            f"cannot listen on unix socket {p}: another server is listening on it"
+        )
+    p.unlink()  # a stale socket left by a crashed server
 
 
 def _unix_socket_alive(path: Path) -> bool:
