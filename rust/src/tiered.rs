@@ -497,10 +497,14 @@ impl Tiered {
         })
     }
 
-    fn is_large(&self, value: &[u8]) -> bool {
-        self.l2
-            .as_ref()
-            .is_some_and(|l2| value.len() > l2.config.large_value_threshold)
+    /// A store whose value alone is over the threshold: it goes to the L2 without touching the
+    /// L1. (An append or prepend grows an existing value; `settle` moves it down if it must.)
+    fn is_large_store(&self, value: &[u8], mode: StoreMode) -> bool {
+        !matches!(mode, StoreMode::Append | StoreMode::Prepend)
+            && self
+                .l2
+                .as_ref()
+                .is_some_and(|l2| value.len() > l2.config.large_value_threshold)
     }
 
     // ---------------------------------------------------------------------------------------
@@ -592,7 +596,7 @@ impl Tiered {
             return self.l1.store_with(key, value, flags, ttl, mode, opts);
         }
         self.l1.check_key(key)?;
-        let large = self.is_large(value) && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let large = self.is_large_store(value, mode);
         let needs_prior = mode != StoreMode::Set;
         self.write(key, needs_prior, large, |c| {
             c.store_with(key, value, flags, ttl, mode, opts)
@@ -612,7 +616,7 @@ impl Tiered {
             return self.l1.store_if(key, value, flags, ttl, mode, check);
         }
         self.l1.check_key(key)?;
-        let large = self.is_large(value) && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let large = self.is_large_store(value, mode);
         self.write(key, true, large, |c| {
             c.store_if(key, value, flags, ttl, mode, check)
         })?
