@@ -71,12 +71,26 @@ def deadline(now: int, ttl: float | None) -> int:
     return now + max(1, math.ceil(ttl * 1000))
 
 
+C_SPACE = b" \t\n\x0b\x0c\r"  # C's isspace
+
+
 def parse_decimal(v: bytes) -> int | None:
-    s = v.strip(b" \t\n\r\x0c")  # Rust's trim_ascii: no vertical tab
-    if not s or len(s) > 20 or not s.isdigit():
+    """memcached's safe_strtoull: strtoull (leading space, a sign, digits) that must stop at a
+    space or the end; what follows the space is ignored; a negative result is refused."""
+    s = v.lstrip(C_SPACE)
+    negative = s[:1] == b"-"
+    if s[:1] in (b"+", b"-"):
+        s = s[1:]
+    digits = len(s) - len(s.lstrip(b"0123456789"))
+    if digits == 0 or (digits < len(s) and s[digits] not in C_SPACE):
         return None
-    n = int(s)
-    return n if n < U64 else None
+    n = int(s[:digits])
+    if n >= U64:
+        return None
+    if negative:
+        n = (U64 - n) % U64
+        return n if n < U64 // 2 else None
+    return n
 
 
 class CacheModel(RuleBasedStateMachine):
