@@ -258,6 +258,7 @@ def start_memcached(
     host: str = HOST,
     port: int | None = None,
     ready_timeout: float = 10.0,
+    env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """Start Debian's memcached (skips the test when it is not installed)."""
     if MEMCACHED is None:
@@ -269,7 +270,7 @@ def start_memcached(
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             argv += ["-u", "root"]  # memcached refuses to run as root without -u
         try:
-            return _spawn("memcached", argv, host, p, tmpdir, None, ready_timeout, None)
+            return _spawn("memcached", argv, host, p, tmpdir, env, ready_timeout, None)
         except ServerStartFailed as e:
             if port is None and "Address already in use" in str(e) and attempt < 2:
                 continue

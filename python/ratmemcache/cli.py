@@ -225,6 +225,13 @@ def _absolute(config: Config) -> None:
 @click.option("-Z", "--enable-ssl", is_flag=True, help="Serve TLS (with -o ssl_chain_cert=...).")
 @click.option("-Y", "--auth-file", help='memcached\'s ASCII auth: a file of "user:password" lines.')
 @click.option(
+    "-S", "--enable-sasl", is_flag=True, help="SASL PLAIN for binary clients (users: --sasl-pwdb)."
+)
+@click.option(
+    "--sasl-pwdb",
+    help='The SASL users: a file of "user:password" lines (default: $MEMCACHED_SASL_PWDB).',
+)
+@click.option(
     "-o", "--extended", multiple=True, help="memcached extended options: idle_timeout=SECONDS."
 )
 @click.option("-v", "--verbose", count=True, help="-v: info logging; -vv: debug logging.")
@@ -258,6 +265,8 @@ def cli(
     enable_shutdown: bool,
     enable_ssl: bool,
     auth_file: str | None,
+    enable_sasl: bool,
+    sasl_pwdb: str | None,
     extended: tuple[str, ...],
     verbose: int,
     daemon: bool,
@@ -316,6 +325,10 @@ def cli(
                 overrides["server.tls|-Z"] = True
             if auth_file is not None:
                 overrides["server.auth_file|-Y/--auth-file"] = auth_file
+            if enable_sasl:
+                overrides["server.sasl|-S/--enable-sasl"] = True
+            if sasl_pwdb is not None:
+                overrides["server.sasl_pwdb|--sasl-pwdb"] = sasl_pwdb
             if pid_file is not None:
                 overrides["server.pid_file|--pid-file"] = str(pid_file)
             overrides.update(_extended_overrides(extended, logging.getLogger("ratmemcache.config")))

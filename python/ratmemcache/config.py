@@ -341,6 +341,18 @@ class ServerConfig(Section):
         'memcached -Y: a file of "user:password" lines. Clients must then authenticate first '
         '(memcached\'s ASCII auth: a set whose data is "user password").',
     )
+    sasl: bool = setting(
+        False,
+        "bool",
+        "memcached -S: binary-protocol clients must authenticate with SASL PLAIN against the "
+        "users of sasl_pwdb. Text clients are then refused, unless auth_file is set too.",
+    )
+    sasl_pwdb: str | None = setting(
+        None,
+        "path",
+        'The SASL users: a file of "user:password" lines (memcached\'s MEMCACHED_SASL_PWDB, '
+        "which is read when this is not set).",
+    )
 
 
 @dataclass
@@ -690,6 +702,8 @@ class Config:
         """
         if self.server.auth_file:
             load_auth_file(self.server.auth_file)
+        if self.server.sasl:
+            load_sasl_pwdb(self)
         if self.server.tls and not self.server.ssl_chain_cert:
             raise ConfigError(
                 "[server] ssl_chain_cert: required when tls = true (memcached -Z needs "
@@ -1032,7 +1046,7 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
         "cas_enabled": "yes",
         "tcp_backlog": str(s.backlog),
         "binding_protocol": "auto-negotiate",
-        "auth_enabled_sasl": "no",
+        "auth_enabled_sasl": yes(s.sasl),
         "auth_enabled_ascii": yes(s.auth_file is not None),
         "item_size_max": str(s.max_item_size),
         "maxconns_fast": "yes",
@@ -1047,12 +1061,32 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
     }
 
 
-def load_auth_file(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]]:
+SASL_PWDB_ENV = "MEMCACHED_SASL_PWDB"
+
+
+def load_sasl_pwdb(config: Config) -> list[tuple[bytes, bytes]]:
+    """The SASL users: ``[server] sasl_pwdb``, else the file named by $MEMCACHED_SASL_PWDB."""
+    path = config.server.sasl_pwdb
+    key = "sasl_pwdb"
+    if path is None:
+        path = os.environ.get(SASL_PWDB_ENV) or None
+        key = f"sasl_pwdb (from ${SASL_PWDB_ENV})"
+    if path is None:
+        raise ConfigError(
+            f'[server] sasl_pwdb: required when sasl = true (a file of "user:password" lines; '
+            f"or set ${SASL_PWDB_ENV})"
+        )
+    return load_auth_file(path, key=key)
+
+
+def load_auth_file(
+    path: str | os.PathLike[str], *, key: str = "auth_file"
+) -> list[tuple[bytes, bytes]]:
     """The users of a memcached authfile: one ``user:password`` per line.
 
     Raises ConfigError naming the file (and the line) when it can't be used.
     """
-    where = f"[server] auth_file {os.fspath(path)}"
+    where = f"[server] {key} {os.fspath(path)}"
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -1095,6 +1129,7 @@ def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> En
     from ratmemcache._core import Engine
 
     auth = load_auth_file(config.server.auth_file) if config.server.auth_file else None
+    sasl = load_sasl_pwdb(config) if config.server.sasl else None
     return Engine(
         cache,
         max_item_size=config.server.max_item_size,
@@ -1103,6 +1138,7 @@ def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> En
         allow_verbosity=config.server.allow_verbosity,
         settings=engine_settings(config, port=port),
         auth=auth,
+        sasl=sasl,
     )
 
 

@@ -292,7 +292,9 @@ def _log_startup(handle: NativeHandle, *, given_cache: bool) -> None:
         cfg.l1.eviction_strategy if not given_cache else "from the cache",
         cfg.server.max_connections,
     )
-    if any(_is_wildcard(h) for h, _ in handle.addresses) and not cfg.server.auth_file:
+    if any(_is_wildcard(h) for h, _ in handle.addresses) and not (
+        cfg.server.auth_file or cfg.server.sasl
+    ):
         log.warning(
             "listening on all interfaces without authentication: anyone who can reach this "
             "host can read and change the cache"

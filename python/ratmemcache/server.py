@@ -310,7 +310,9 @@ class Server:
             cfg.l1.eviction_strategy if self._given_cache is None else "from the cache",
             cfg.server.max_connections,
         )
-        if any(_is_wildcard(h) for h, _ in self.addresses) and not cfg.server.auth_file:
+        if any(_is_wildcard(h) for h, _ in self.addresses) and not (
+            cfg.server.auth_file or cfg.server.sasl
+        ):
             log.warning(
                 "listening on all interfaces without authentication: anyone who can reach this "
                 "host can read and change the cache"

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub test_hooks: bool,
     /// memcached's `-Y authfile`: connections must authenticate first (ASCII auth).
     pub auth: Option<Arc<crate::protocol::Credentials>>,
+    /// memcached's `-S`: binary connections must pass SASL PLAIN against these users, and text
+    /// connections are refused unless `auth` is set too.
+    pub sasl: Option<Arc<crate::protocol::Credentials>>,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +51,7 @@ impl Default for EngineConfig {
             settings: Vec::new(),
             test_hooks: false,
             auth: None,
+            sasl: None,
         }
     }
 }

@@ -11,11 +11,13 @@
 //!
 //! Quiet opcodes (`...Q`) suppress success replies (and a get's miss) but still send errors.
 //!
+//! SASL PLAIN (`-S`) is checked in `sasl`; without it, the SASL opcodes are "Unknown command", as
+//! in memcached without `-S`.
+//!
 //! Where memcached misbehaves, this module does the sane thing instead (docs/compatibility.md):
-//! - an unknown opcode (or SASL, which memcached answers "Unknown command" when it runs without
-//!   `-S`) has exactly its remaining body skipped: memcached skips `bodylen` bytes *after* the
-//!   extras and key, swallowing the start of the next request, and skips nothing at all when
-//!   `bodylen` is 2^31 or more;
+//! - an unknown opcode (or SASL without `-S`) has exactly its remaining body skipped: memcached
+//!   skips `bodylen` bytes *after* the extras and key, swallowing the start of the next
+//!   request, and skips nothing at all when `bodylen` is 2^31 or more;
 //! - `touch`, `gat`, `gatk` and `stat` with a value they don't use are malformed here (status
 //!   0x04, then close); memcached ignores the surplus and parses it as the next request;
 //! - a `set` whose declared value is 2 GiB or more is answered `E2BIG` and its value skipped;
@@ -23,10 +25,14 @@
 //! - `stat` with a key matches `reset` and `settings` as prefixes (as memcached does) but never
 //!   reads past the key; `stat detail ...` is "Not found", as no prefix statistics are kept.
 
+use std::sync::atomic::Ordering;
+
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::auth::Credentials;
 use super::exptime::ttl_from_exptime;
 use super::limits::KEY_MAX_LENGTH;
+use super::sasl;
 use super::session::Progress;
 use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
 use crate::engine::{Engine, MEMCACHED_VERSION};
@@ -88,6 +94,7 @@ mod status {
     pub const NOT_STORED: u16 = 0x0005;
     pub const DELTA_BADVAL: u16 = 0x0006;
     pub const AUTH_ERROR: u16 = 0x0020;
+    pub const AUTH_CONTINUE: u16 = 0x0021;
     pub const UNKNOWN_COMMAND: u16 = 0x0081;
     pub const ENOMEM: u16 = 0x0082;
 }
@@ -115,6 +122,8 @@ const NO_AUTOVIVIFY: u32 = 0xffff_ffff;
 pub(crate) struct BinaryState {
     /// Body bytes of a refused request still to be discarded.
     swallow: usize,
+    /// SASL progress (only consulted when the server has SASL on).
+    sasl: sasl::SaslState,
 }
 
 /// A request header, in host order. The opaque is echoed verbatim, so it stays as bytes.
@@ -335,28 +344,47 @@ pub(crate) fn step(
         error(out, &h, status::UNKNOWN_COMMAND);
         return Progress::Close;
     }
+    let k = kind(h.opcode);
+    let sasl = engine.config().sasl.as_deref();
+    // memcached -S (`dispatch_bin_command`): before anything else is checked, an
+    // unauthenticated connection may only list mechanisms, authenticate or ask the version.
+    if sasl.is_some()
+        && !st.sasl.authenticated
+        && !matches!(k, Kind::SaslList | Kind::SaslAuth | Kind::Version)
+    {
+        error(out, &h, status::AUTH_ERROR);
+        return Progress::Close;
+    }
     // The binary protocol allows 16-bit keys; memcached (and the text protocol) stop at 250.
     if h.keylen as usize > KEY_MAX_LENGTH {
         error(out, &h, status::EINVAL);
         return Progress::Close;
     }
-    let k = kind(h.opcode);
     if !well_formed(k, &h) {
         error(out, &h, status::EINVAL);
         return Progress::Close;
     }
     let vlen = h.value_len();
-    match k {
-        Kind::Unknown | Kind::SaslAuth => {
+    match (k, sasl) {
+        (Kind::SaslList, Some(_)) => {
+            put_header(out, &h, status::SUCCESS, 0, 0, sasl::MECHANISMS.len(), 0);
+            out.extend_from_slice(sasl::MECHANISMS);
+            buf.advance(prefix);
+            return Progress::Again;
+        }
+        (Kind::SaslAuth, Some(creds)) => return sasl_auth(st, engine, creds, &h, buf, out),
+        (Kind::Unknown | Kind::SaslAuth, _) => {
             // SASL is not offered: memcached without -S answers its opcodes like unknown ones.
             error(out, &h, status::UNKNOWN_COMMAND);
             return refuse(st, buf, prefix, vlen);
         }
-        Kind::SaslList => {
+        (Kind::SaslList, None) => {
             error(out, &h, status::UNKNOWN_COMMAND);
             return refuse(st, buf, prefix, 0);
         }
-        Kind::Store { .. } | Kind::Concat { .. } if !engine.item_fits(h.keylen as usize, vlen) => {
+        (Kind::Store { .. } | Kind::Concat { .. }, _)
+            if !engine.item_fits(h.keylen as usize, vlen) =>
+        {
             engine
                 .counters
                 .store_too_large
@@ -387,6 +415,50 @@ pub(crate) fn step(
     let p = execute(k, &req, engine, out);
     buf.advance(total);
     p
+}
+
+/// `SASL_AUTH` or `SASL_STEP` on a server with SASL on (see `sasl`). A failure, even after an
+/// earlier success, leaves the connection unauthenticated.
+fn sasl_auth(
+    st: &mut BinaryState,
+    engine: &Engine,
+    creds: &Credentials,
+    h: &Header,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+) -> Progress {
+    let (prefix, vlen) = (h.prefix_len(), h.value_len());
+    if h.keylen as usize > sasl::MAX_MECH_LEN {
+        error(out, h, status::EINVAL);
+        return refuse(st, buf, prefix, vlen);
+    }
+    let readable = vlen <= sasl::MAX_MESSAGE_LEN;
+    if readable && buf.len() < prefix + vlen {
+        return Progress::NeedMore;
+    }
+    let message = readable.then(|| &buf[prefix..prefix + vlen]);
+    let step = h.opcode == op::SASL_STEP;
+    let outcome = st
+        .sasl
+        .attempt(creds, step, &buf[HEADER_LEN..prefix], message);
+    let counters = &engine.counters;
+    counters.auth_cmds.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        sasl::Outcome::Authenticated => {
+            put_header(out, h, status::SUCCESS, 0, 0, sasl::AUTHENTICATED.len(), 0);
+            out.extend_from_slice(sasl::AUTHENTICATED);
+        }
+        sasl::Outcome::Continue => put_header(out, h, status::AUTH_CONTINUE, 0, 0, 0, 0),
+        sasl::Outcome::Failed => {
+            counters.auth_errors.fetch_add(1, Ordering::Relaxed);
+            error(out, h, status::AUTH_ERROR);
+        }
+    }
+    if !readable {
+        return refuse(st, buf, prefix, vlen);
+    }
+    buf.advance(prefix + vlen);
+    Progress::Again
 }
 
 /// Consumes the header, extras and key of a refused request, and arranges for its value to be

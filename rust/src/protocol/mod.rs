@@ -10,6 +10,7 @@ pub mod binary;
 pub mod exptime;
 pub mod limits;
 pub mod meta;
+mod sasl;
 mod session;
 pub mod streaming;
 pub mod text;

@@ -37,7 +37,7 @@ pub struct Session {
     closed: bool,
     /// The last feed stopped at the reply budget with complete requests still buffered.
     more: bool,
-    /// Set while the connection has yet to authenticate (the server has an authfile).
+    /// Set while a text connection has yet to pass ASCII auth (the server has an authfile).
     auth: Option<auth::AuthState>,
 }
 
@@ -98,7 +98,14 @@ impl Session {
                 self.more = true;
                 break false;
             }
-            if let Some(st) = &mut self.auth {
+            if self.proto == Proto::Unknown {
+                self.proto = self.pick_protocol();
+                if self.proto == Proto::Unknown {
+                    // SASL only: memcached -S speaks nothing but the binary protocol.
+                    break true;
+                }
+            }
+            if let (Some(st), Proto::Text) = (&mut self.auth, self.proto) {
                 let creds = self
                     .engine
                     .config()
@@ -124,14 +131,7 @@ impl Session {
                 }
             }
             let p = match self.proto {
-                Proto::Unknown => {
-                    self.proto = if self.buf[0] == binary::MAGIC_REQUEST {
-                        Proto::Binary
-                    } else {
-                        Proto::Text
-                    };
-                    continue;
-                }
+                Proto::Unknown => unreachable!("picked above"),
                 Proto::Text => text::step(&mut self.text, &self.engine, &mut self.buf, out),
                 Proto::Binary => binary::step(&mut self.binary, &self.engine, &mut self.buf, out),
             };
@@ -149,6 +149,21 @@ impl Session {
             self.close();
         }
         close
+    }
+
+    /// The protocol of a new connection, from its first byte (0x80 is binary, as in memcached),
+    /// or `Unknown` for one that may not connect at all. With ASCII auth (`-Y`) and no SASL,
+    /// every connection is text, as memcached then binds the ASCII protocol only; with SASL and
+    /// no ASCII auth (`-S`), a text connection is refused, as memcached then binds binary only.
+    fn pick_protocol(&self) -> Proto {
+        let cfg = self.engine.config();
+        let binary = self.buf[0] == binary::MAGIC_REQUEST;
+        match (cfg.auth.is_some(), cfg.sasl.is_some()) {
+            (true, false) => Proto::Text,
+            (false, true) if !binary => Proto::Unknown,
+            _ if binary => Proto::Binary,
+            _ => Proto::Text,
+        }
     }
 
     /// The connection is gone; frees buffers and unfinished uploads. Idempotent.

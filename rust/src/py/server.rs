@@ -28,7 +28,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
                         allow_shutdown = false, allow_verbosity = true, settings = None,
-                        auth = None))]
+                        auth = None, sasl = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cache: PyRef<'_, PyCache>,
@@ -38,6 +38,7 @@ impl PyEngine {
         allow_verbosity: bool,
         settings: Option<&Bound<'_, PyDict>>,
         auth: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+        sasl: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     ) -> PyResult<Self> {
         if !(1024..=MAX_ITEM_SIZE_LIMIT).contains(&max_item_size) {
             return Err(super::errors::config_error(format!(
@@ -59,6 +60,7 @@ impl PyEngine {
             // Only the test suite sets this, to check how a panicking command is contained.
             test_hooks: std::env::var_os("RATMEMCACHE_TEST_HOOKS").is_some_and(|v| v == "1"),
             auth: auth.map(|users| Arc::new(Credentials::new(users))),
+            sasl: sasl.map(|users| Arc::new(Credentials::new(users))),
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
