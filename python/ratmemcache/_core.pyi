@@ -163,7 +163,8 @@ class NativeServer:
     """The native I/O engine: a multi-threaded Rust event loop serving one ``Engine``.
 
     The constructor opens the listeners (``OSError`` with the errno when it can't; a unix socket
-    failure has ``filename`` set); ``start`` begins serving. Blocking calls release the GIL.
+    failure has ``filename`` set) and loads the TLS certificate and key when given (``ValueError``
+    naming the file); ``start`` begins serving. Blocking calls release the GIL.
     """
 
     def __new__(
@@ -179,6 +180,8 @@ class NativeServer:
         read_size: int = 65536,
         audit: bool = False,
         exchanges: bool = False,
+        ssl_chain_cert: str | None = None,
+        ssl_key: str | None = None,
     ) -> NativeServer: ...
     @property
     def addresses(self) -> list[tuple[str, int]]: ...

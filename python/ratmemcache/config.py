@@ -714,11 +714,6 @@ class Config:
                 "[l2] data_dir: required when enable_l2_cache = true (the directory that holds "
                 "the L2 database)"
             )
-        if self.server.engine == "native" and self.server.tls:
-            raise ConfigError(
-                "[server] tls: TLS is served by the anyio engine only for now; add --engine anyio "
-                '(or [server] engine = "anyio")'
-            )
         if self.server.engine == "native":
             from ratmemcache import _core
 

@@ -37,7 +37,7 @@ from ratmemcache.config import (
     build_engine,
     format_size,
 )
-from ratmemcache.errors import PersistenceError
+from ratmemcache.errors import ConfigError, PersistenceError
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 from ratmemcache.server import (
     PERF_REPORT_SECONDS,
@@ -252,7 +252,11 @@ def start_native(
             read_size=config.performance.read_size,
             audit=sw.audit,
             exchanges=sw.cache,
+            ssl_chain_cert=s.ssl_chain_cert if s.tls else None,
+            ssl_key=s.ssl_key if s.tls else None,
         )
+    except ValueError as e:  # the certificate or key (the other arguments are validated)
+        raise ConfigError(f"[server] ssl_chain_cert / ssl_key: cannot load {e}") from None
     except OSError as e:
         if e.filename is not None:
             raise ServerStartError(

@@ -44,6 +44,9 @@ use crate::protocol::Session;
 
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::Tls;
 
 /// memcached's reply to a connection over the `-c` limit (it accepts, writes this, and closes).
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
@@ -53,6 +56,8 @@ const MAX_EVENTS: usize = 10_000;
 /// A reply buffer that grew past this (a large value) is freed after its write, so a connection
 /// that once fetched 16 MB does not keep 16 MB.
 const KEEP_REPLY_CAPACITY: usize = 1 << 20;
+/// How long a TLS handshake may take when there is no idle timeout (the anyio engine's too).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection gets to receive its one-line reply.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -77,6 +82,8 @@ pub struct NetConfig {
     pub audit: bool,
     /// Queue a debug event per exchange (bytes in and out), for the cache log.
     pub exchanges: bool,
+    /// Serve TLS on the TCP listeners (memcached `-Z`).
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for NetConfig {
@@ -91,6 +98,7 @@ impl Default for NetConfig {
             read_size: 64 * 1024,
             audit: false,
             exchanges: false,
+            tls: None,
         }
     }
 }
@@ -315,7 +323,11 @@ impl NativeServer {
             .as_ref()
             .ok_or_else(|| io::Error::other("the server is closed"))?;
         for l in listeners.tcp {
-            rt.spawn(accept_loop(l, self.shared.clone(), engine.clone()));
+            let (shared, engine) = (self.shared.clone(), engine.clone());
+            match self.shared.config.tls.clone() {
+                None => rt.spawn(accept_loop(l, shared, engine)),
+                Some(tls) => rt.spawn(accept_loop(TlsListener { tcp: l, tls }, shared, engine)),
+            };
         }
         #[cfg(unix)]
         if let Some(l) = listeners.unix {
@@ -501,13 +513,22 @@ fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
 // Accepting
 // ------------------------------------------------------------------------------------------
 
-/// A listener of either kind.
+/// A listener of any kind. `accept` takes a socket off the queue; `upgrade` (a TLS handshake,
+/// or nothing) runs in the connection's own task, so a slow client never holds up accepting.
 trait Listen: Send + 'static {
+    /// An accepted socket: what a refused connection is told on.
+    type Raw: AsyncWrite + Unpin + Send + 'static;
     type Stream: Stream;
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Raw, String)>> + Send;
+    fn upgrade(
+        &self,
+        raw: Self::Raw,
+        deadline: Duration,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
 }
 
 impl Listen for TcpListener {
+    type Raw = TcpStream;
     type Stream = TcpStream;
     async fn accept(&self) -> io::Result<(TcpStream, String)> {
         let (s, peer) = TcpListener::accept(self).await?;
@@ -515,70 +536,125 @@ impl Listen for TcpListener {
         let _ = s.set_nodelay(true);
         Ok((s, peer.to_string()))
     }
+    fn upgrade(
+        &self,
+        raw: TcpStream,
+        _: Duration,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send + 'static {
+        std::future::ready(Ok(raw))
+    }
+}
+
+/// TCP with TLS on every connection.
+struct TlsListener {
+    tcp: TcpListener,
+    tls: Tls,
+}
+
+impl Listen for TlsListener {
+    type Raw = TcpStream;
+    type Stream = tls::TlsConn;
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, String)>> + Send {
+        Listen::accept(&self.tcp)
+    }
+    fn upgrade(
+        &self,
+        raw: TcpStream,
+        deadline: Duration,
+    ) -> impl Future<Output = io::Result<tls::TlsConn>> + Send + 'static {
+        let tls = self.tls.clone();
+        async move { tls.accept(raw, deadline).await }
+    }
 }
 
 #[cfg(unix)]
 impl Listen for tokio::net::UnixListener {
+    type Raw = tokio::net::UnixStream;
     type Stream = tokio::net::UnixStream;
     async fn accept(&self) -> io::Result<(tokio::net::UnixStream, String)> {
         let (s, _) = tokio::net::UnixListener::accept(self).await?;
         Ok((s, "unix".to_string()))
     }
+    fn upgrade(
+        &self,
+        raw: tokio::net::UnixStream,
+        _: Duration,
+    ) -> impl Future<Output = io::Result<tokio::net::UnixStream>> + Send + 'static {
+        std::future::ready(Ok(raw))
+    }
 }
 
-/// A connected socket: readiness plus non-blocking reads, and async writes.
+/// A connected socket: wait until a request can be read, then read it without waiting; and
+/// async writes.
 trait Stream: AsyncWrite + Unpin + Send + Sync + 'static {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// One read of what is at hand: `Ok(0)` at the end of the stream, `WouldBlock` if nothing
+    /// was after all.
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
 
-    /// One read. A short read (less than `buf` holds) drained the socket, so the readiness is
-    /// cleared at once, as memcached does after a short read: otherwise the next wait would
-    /// return at once and cost a read that fails with EAGAIN, one wasted syscall per request.
-    /// Safe against a race: tokio clears only if no readiness event came in since the read
-    /// began.
-    fn read_once(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut got = 0;
-        let cap = buf.len();
-        match self.try_io(|| match self.try_read(buf) {
-            Ok(n) if n > 0 && n < cap => {
-                got = n;
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            other => other,
-        }) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-            other => other,
+/// One non-blocking read from a plain socket. A short read (less than `buf` holds) drained the
+/// socket, so the readiness is cleared at once, as memcached does after a short read: otherwise
+/// the next wait would return at once and cost a read that fails with EAGAIN, one wasted
+/// syscall per request. Safe against a race: tokio clears only if no readiness event came in
+/// since the read began.
+fn read_socket_once(
+    buf: &mut [u8],
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<usize>) -> io::Result<usize>,
+    try_read: impl Fn(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut got = 0;
+    let cap = buf.len();
+    match try_io(&mut || match try_read(buf) {
+        Ok(n) if n > 0 && n < cap => {
+            got = n;
+            Err(io::ErrorKind::WouldBlock.into())
         }
+        other => other,
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
 impl Stream for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        TcpStream::try_read(self, buf)
-    }
-    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
-        TcpStream::try_io(self, tokio::io::Interest::READABLE, f)
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let this = &*self;
+        read_socket_once(
+            buf,
+            |f| this.try_io(tokio::io::Interest::READABLE, f),
+            |b| this.try_read(b),
+        )
     }
 }
 
 #[cfg(unix)]
 impl Stream for tokio::net::UnixStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         tokio::net::UnixStream::readable(self)
     }
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        tokio::net::UnixStream::try_read(self, buf)
-    }
-    fn try_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
-        tokio::net::UnixStream::try_io(self, tokio::io::Interest::READABLE, f)
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let this = &*self;
+        read_socket_once(
+            buf,
+            |f| this.try_io(tokio::io::Interest::READABLE, f),
+            |b| this.try_read(b),
+        )
     }
 }
 
-/// accept() errors that mean "try again later", not "the listener is broken".
+impl Stream for tls::TlsConn {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        self.fill()
+    }
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.take(buf)
+    }
+}
+
 fn transient_accept_error(e: &io::Error) -> bool {
     #[cfg(unix)]
     if let Some(code) = e.raw_os_error() {
@@ -636,14 +712,24 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
                 // Counted here, before the task runs, so a burst of accepts can't overshoot.
                 let guard = LiveGuard::new(&shared);
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-                tokio::spawn(run_connection(
-                    stream,
-                    peer,
-                    id,
-                    guard,
-                    shared.clone(),
-                    engine.clone(),
-                ));
+                let deadline = shared.config.idle_timeout.unwrap_or(HANDSHAKE_TIMEOUT);
+                let upgrade = listener.upgrade(stream, deadline);
+                let (shared, engine) = (shared.clone(), engine.clone());
+                tokio::spawn(async move {
+                    match upgrade.await {
+                        Ok(stream) => run_connection(stream, peer, id, guard, shared, engine).await,
+                        Err(e) => {
+                            drop(guard);
+                            if shared.config.audit {
+                                shared.event(
+                                    Level::Info,
+                                    Log::Audit,
+                                    format!("conn {id} from {peer}: TLS handshake failed ({e})"),
+                                );
+                            }
+                        }
+                    }
+                });
             }
             Err(e) if transient_accept_error(&e) => {
                 shared.event(
@@ -666,7 +752,7 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
 }
 
 /// memcached's behaviour at `-c`: accept, say why, close. The server stays healthy.
-async fn reject<S: Stream>(mut stream: S) {
+async fn reject<S: AsyncWrite + Unpin>(mut stream: S) {
     let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, async {
         stream.write_all(TOO_MANY_CONNECTIONS).await?;
         stream.shutdown().await
@@ -747,7 +833,7 @@ async fn run_connection<S: Stream>(
         let woke = if more {
             Wake::Readable(Ok(true))
         } else {
-            let mut ready = std::pin::pin!(readable(&stream, cfg.idle_timeout));
+            let mut ready = std::pin::pin!(readable(&mut stream, cfg.idle_timeout));
             std::future::poll_fn(|cx| {
                 if !registered || shared.stopping.load(Ordering::Acquire) {
                     registered = true;
@@ -826,7 +912,12 @@ async fn run_connection<S: Stream>(
         }
         if !out.is_empty() {
             bytes_out += out.len() as u64;
-            let mut write = std::pin::pin!(stream.write_all(&out));
+            // The flush matters for TLS only (rustls may hold the end of a record); on a plain
+            // socket it is a no-op.
+            let mut write = std::pin::pin!(async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            });
             let written = std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = write.as_mut().poll(cx) {
                     return Poll::Ready(Some(r.is_ok()));
@@ -895,7 +986,7 @@ fn may_block(engine: &Engine) -> bool {
 }
 
 /// Ready to read: `Ok(true)`; the idle timeout passed: `Ok(false)`.
-async fn readable<S: Stream>(stream: &S, idle: Option<Duration>) -> io::Result<bool> {
+async fn readable<S: Stream>(stream: &mut S, idle: Option<Duration>) -> io::Result<bool> {
     match idle {
         None => stream.readable().await.map(|()| true),
         Some(t) => match tokio::time::timeout(t, stream.readable()).await {

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::server::PyEngine;
-use crate::net::{NativeServer, NetConfig, UnixBindError};
+use crate::net::{NativeServer, NetConfig, Tls, UnixBindError};
 
 /// How long a blocking call waits with the GIL released before it checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
@@ -81,7 +81,8 @@ impl PyNativeServer {
     #[new]
     #[pyo3(signature = (hosts, port, *, unix_socket = None, backlog = 1024, worker_threads = 4,
                         max_connections = 1024, idle_timeout = 0.0, read_size = 65536,
-                        audit = false, exchanges = false))]
+                        audit = false, exchanges = false, ssl_chain_cert = None,
+                        ssl_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -95,6 +96,8 @@ impl PyNativeServer {
         read_size: usize,
         audit: bool,
         exchanges: bool,
+        ssl_chain_cert: Option<PathBuf>,
+        ssl_key: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut tcp = Vec::with_capacity(hosts.len());
         for h in &hosts {
@@ -109,6 +112,16 @@ impl PyNativeServer {
             ));
         }
         let idle = duration(Some(idle_timeout), "idle_timeout")?.filter(|d| !d.is_zero());
+        let tls = match &ssl_chain_cert {
+            None if ssl_key.is_some() => {
+                return Err(PyValueError::new_err("ssl_key needs ssl_chain_cert"));
+            }
+            None => None,
+            Some(cert) => Some(
+                py.detach(|| Tls::load(cert, ssl_key.as_deref()))
+                    .map_err(PyValueError::new_err)?,
+            ),
+        };
         let config = NetConfig {
             tcp,
             unix_socket,
@@ -119,6 +132,7 @@ impl PyNativeServer {
             read_size,
             audit,
             exchanges,
+            tls,
         };
         let server = py.detach(|| NativeServer::bind(config)).map_err(os_error)?;
         Ok(PyNativeServer {
