@@ -118,6 +118,9 @@ pub(crate) fn step(
         }
         Wait::Data { pending, len } => {
             if buf.len() < len + 2 {
+                // Room for the whole block at once (its size was checked against the item
+                // limit before we got here), so a large value isn't copied at each doubling.
+                buf.reserve(len + 2 - buf.len());
                 st.wait = Wait::Data { pending, len };
                 return Progress::NeedMore;
             }
