@@ -13,8 +13,9 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: setup system-deps venv develop serve test lint test-rust test-python fuzz-smoke bench bench-server clean
 
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
-# memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
-DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev
+# memcaslap come with libmemcached-tools, pylibmc builds against libmemcached-dev and zlib, and
+# nutcracker (twemproxy) is the proxy of tests/test_scaling.py.
+DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev nutcracker
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
