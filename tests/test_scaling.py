@@ -358,6 +358,50 @@ def test_twemproxy_spreads_keys_and_survives_a_dead_server(tmp_path: Path, engin
         assert time.monotonic() - started < retry_ms / 1000, "too slow to trust the ejection"
 
 
+@requires_nutcracker
+def test_twemproxy_ejects_a_hung_server(tmp_path: Path) -> None:
+    """A server that stops answering (SIGSTOP: a hung host, not a refused connection) costs the
+    config's ``timeout`` per request until the proxy ejects it."""
+    with contextlib.ExitStack() as stack:
+        servers = three_servers(stack, "native")
+        port, _, conf = stack.enter_context(nutcracker(tmp_path, servers))
+        timeout_s = config_value(conf, "timeout") / 1000
+        failure_limit = config_value(conf, "server_failure_limit")
+        proxy = Client((HOST, port), connect_timeout=5, timeout=10, default_noreply=False)
+        stack.callback(proxy.close)
+        keys = [f"key:{i}" for i in range(100)]
+        for k in keys:
+            assert proxy.set(k, value_of(k)) is True
+        held = held_by(servers, keys)
+        victim = servers[2]
+        victim.send_signal(signal.SIGSTOP)
+        stack.callback(victim.send_signal, signal.SIGCONT)  # so that it can be stopped
+        lost = sorted(held[victim.port])
+        kept = sorted(set(keys) - set(lost))
+        errors: list[tuple[str, float]] = []
+
+        def read_lost() -> int:
+            n = 0
+            for k in lost:
+                t = time.monotonic()
+                try:
+                    assert proxy.get(k) is None
+                except TRANSIENT as e:
+                    errors.append((repr(e), time.monotonic() - t))
+                    proxy.close()
+                    n += 1
+            return n
+
+        retry_until_clean(read_lost, 20, "reads through the proxy after a server hung")
+        assert 1 <= len(errors) <= 3 * failure_limit, errors
+        for what, seconds in errors:
+            assert "timed out" in what.lower(), errors
+            assert timeout_s * 0.8 <= seconds <= timeout_s + 2, errors
+        assert proxy.get_many(kept) == {k: value_of(k) for k in kept}
+        for k in lost:
+            assert proxy.set(k, b"again") is True
+
+
 def command_reply(port: int, request: bytes) -> bytes:
     """Send ``request`` on a new connection; read one reply, or until the peer closes."""
     with socket.create_connection((HOST, port), timeout=5) as s:
@@ -392,17 +436,32 @@ def test_twemproxy_passes_the_text_protocol_only(tmp_path: Path) -> None:
             (b"decr n 4\r\n", b"6\r\n"),
             (b"delete n\r\n", b"DELETED\r\n"),
             (b"delete n\r\n", b"NOT_FOUND\r\n"),
+            (
+                b"set q 0 0 1 noreply\r\n1\r\nincr q 1 noreply\r\nget q\r\n",
+                b"VALUE q 0 1\r\n2\r\nEND\r\n",
+            ),
         ]
         for request, reply in served:
             assert command_reply(port, request) == reply, request
         gets = command_reply(port, b"gets k\r\n")
         assert re.fullmatch(rb"VALUE k 5 5 \d+\r\n>hey!\r\nEND\r\n", gets), gets
         assert command_reply(port, b"version\r\n").startswith(b"VERSION ")
+        # A value near the 1 MB item limit passes through the proxy's 16 KB buffers.
+        big = bytes(range(256)) * 4000
+        proxy = Client((HOST, port), connect_timeout=5, timeout=10, default_noreply=False)
+        stack.callback(proxy.close)
+        assert proxy.set("big", big) is True
+        assert proxy.get("big") == big
         refused = [
             b"mg k v\r\n",  # meta
             b"ms k 2\r\nhi\r\n",
+            b"md k\r\n",
+            b"ma n\r\n",
+            b"me k\r\n",
             b"mn\r\n",
             b"gat 100 k\r\n",
+            b"gats 100 k\r\n",
+            b"streaming_get k\r\n",  # ratmemcache's extension (docs/streaming.md)
             b"stats\r\n",
             b"flush_all\r\n",
             b"verbosity 1\r\n",
