@@ -238,11 +238,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{started}; {machine()}", flush=True)
+    at_start = machine()
+    print(f"{started}; {at_start}", flush=True)
     rows = [run_scenario(s, args, out) for s in chosen]
     table = summary_table(rows)
+    load_now = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     header = (
-        f"{started}; {machine()}\n"
+        f"{started}; {at_start}; at the end: load average {load_now}\n"
         f"ratmemcached --engine {args.engine} -t {args.threads}; {args.seconds}s per scenario; "
         "latencies as the locust client saw them (exact percentiles)\n"
     )
