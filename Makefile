@@ -2,6 +2,7 @@
 #   make serve   set everything up, then start ratmemcached with the embedded defaults
 #   make test    set everything up, then run every check and test (Rust and Python)
 #   make bench   release build, then the miss-ratio benchmark and bench/run_all.py (one report)
+#   make loadtest  the locust load tests against a ratmemcached they start (loadtests/run.py)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,11 +11,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup system-deps venv develop serve test lint test-rust test-python fuzz-smoke bench bench-server clean
+.PHONY: setup system-deps venv develop serve test lint test-rust test-python fuzz-smoke bench bench-server loadtest clean
 
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
-# memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
-DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev sasl2-bin
+# memcaslap come with libmemcached-tools, pylibmc builds against libmemcached-dev and zlib,
+# nutcracker (twemproxy) is the proxy of tests/test_scaling.py, and sasl2-bin's saslpasswd2 makes
+# the sasldb of the memcached -S that tests/test_sasl.py compares with.
+DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev nutcracker sasl2-bin
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -30,7 +33,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
 	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
 	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
-	  "pylibmc>=1.6" "python-binary-memcached>=0.31"
+	  "pylibmc>=1.6" "python-binary-memcached>=0.31" "locust>=2.20"
 	touch $@
 
 venv: $(VENV)/.deps
@@ -52,8 +55,8 @@ lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/ruff check python tests bench loadtests
+	$(VENV)/bin/ruff format --check python tests bench loadtests
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest ratmemcache._core --allowlist tests/stubtest-allowlist.txt
 
@@ -87,6 +90,12 @@ ENGINE ?= native
 bench-server: setup
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop -q --release --features extension-module
 	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV)/bin/ratmemcached --engine $(ENGINE) -t 2 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
+
+# The locust load tests (loadtests/run.py): each scenario against a ratmemcached started on a free
+# 127.0.0.1 port, LOADTEST_SECONDS each; CSV and HTML reports in loadtests/results/.
+LOADTEST_SECONDS ?= 20
+loadtest: develop
+	$(PY) loadtests/run.py --scenario all --seconds $(LOADTEST_SECONDS) $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) target
