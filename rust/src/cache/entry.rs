@@ -78,6 +78,13 @@ impl Entry {
         &self.data[self.key_len as usize..]
     }
 
+    /// The buffer the value lives in, and where in it the value starts: a reply can share it
+    /// (see `ItemRef::value_bytes`).
+    #[inline]
+    pub fn shared_value(&self) -> (&Bytes, usize) {
+        (&self.data, self.key_len as usize)
+    }
+
     /// The value as shared `Bytes` (no copy of the data).
     pub fn value_bytes(&self) -> Bytes {
         self.data.slice(self.key_len as usize..)

@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -63,6 +64,17 @@ pub struct ItemRef<'a> {
     pub cas: u64,
     pub expires_at: u64,
     pub text_key: bool,
+    /// The buffer that holds `value`, and the value's offset in it.
+    pub(crate) shared: (&'a Bytes, usize),
+}
+
+impl ItemRef<'_> {
+    /// The value as `Bytes` sharing the stored buffer: no copy, however large. A later update
+    /// of the entry never writes into a buffer that is shared, so this stays the value read.
+    pub fn value_bytes(&self) -> Bytes {
+        let (buf, at) = self.shared;
+        buf.slice(at..)
+    }
 }
 
 /// [`Cache::deadline`] for a given config.
@@ -309,6 +321,7 @@ impl Cache {
                 cas: e.cas,
                 expires_at: e.expires_at,
                 text_key: e.text_key(),
+                shared: e.shared_value(),
             })
         })
     }

@@ -40,7 +40,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::protocol::Session;
+use crate::protocol::{Session, Splice};
 
 #[cfg(test)]
 mod tests;
@@ -820,6 +820,8 @@ async fn run_connection<S: Stream>(
     let mut registered = false;
     let mut session = Session::new(engine.clone());
     let mut out: Vec<u8> = Vec::new();
+    // Large values a reply shares with the store instead of copying (see `feed_spliced`).
+    let mut splices: Vec<Splice> = Vec::new();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let reason: &str = 'conn: loop {
         if draining && session.buffered() == 0 {
@@ -859,10 +861,12 @@ async fn run_connection<S: Stream>(
             Wake::Readable(Err(_)) => break 'conn "client went away",
         }
         out.clear();
+        splices.clear();
         let read_before = bytes_in;
         let step = READ_BUF.with(|buf| {
             if more {
-                return match feed_maybe_blocking(&engine, &mut session, &[], &mut out) {
+                return match feed_maybe_blocking(&engine, &mut session, &[], &mut out, &mut splices)
+                {
                     Ok(close) => Read::Fed { close },
                     Err(msg) => Read::Panicked(msg),
                 };
@@ -879,7 +883,7 @@ async fn run_connection<S: Stream>(
             };
             bytes_in += n as u64;
             let data = &buf[..n];
-            match feed_maybe_blocking(&engine, &mut session, data, &mut out) {
+            match feed_maybe_blocking(&engine, &mut session, data, &mut out, &mut splices) {
                 Ok(close) => Read::Fed { close },
                 Err(msg) => Read::Panicked(msg),
             }
@@ -895,6 +899,7 @@ async fn run_connection<S: Stream>(
                     format!("conn {id} failed (a bug: {msg}); closing it"),
                 );
                 out.clear();
+                splices.clear();
                 out.extend_from_slice(b"SERVER_ERROR internal error; closing the connection\r\n");
                 true
             }
@@ -906,16 +911,22 @@ async fn run_connection<S: Stream>(
                 format!(
                     "conn {id}: {} bytes in, {} bytes out",
                     bytes_in - read_before,
-                    out.len()
+                    reply_len(&out, &splices)
                 ),
             );
         }
         if !out.is_empty() {
-            bytes_out += out.len() as u64;
+            bytes_out += reply_len(&out, &splices) as u64;
             // The flush matters for TLS only (rustls may hold the end of a record); on a plain
             // socket it is a no-op.
             let mut write = std::pin::pin!(async {
-                stream.write_all(&out).await?;
+                let mut from = 0;
+                for sp in &splices {
+                    stream.write_all(&out[from..sp.at]).await?;
+                    stream.write_all(&sp.bytes).await?;
+                    from = sp.at;
+                }
+                stream.write_all(&out[from..]).await?;
                 stream.flush().await
             });
             let written = std::future::poll_fn(|cx| {
@@ -932,6 +943,7 @@ async fn run_connection<S: Stream>(
             let Some(written) = written else {
                 break 'conn "shutdown";
             };
+            splices.clear(); // don't keep a large value alive while the connection idles
             if out.capacity() > KEEP_REPLY_CAPACITY {
                 out = Vec::new();
             }
@@ -961,6 +973,11 @@ async fn run_connection<S: Stream>(
     }
 }
 
+/// The length of a reply: `out` plus the values spliced into it.
+fn reply_len(out: &[u8], splices: &[Splice]) -> usize {
+    out.len() + splices.iter().map(|s| s.bytes.len()).sum::<usize>()
+}
+
 /// `feed`, handing this worker's other connections to another thread meanwhile when the engine
 /// may wait on disk (no copy of the input, unlike spawn_blocking).
 fn feed_maybe_blocking(
@@ -968,11 +985,12 @@ fn feed_maybe_blocking(
     session: &mut Session,
     data: &[u8],
     out: &mut Vec<u8>,
+    splices: &mut Vec<Splice>,
 ) -> Result<bool, String> {
     if may_block(engine) {
-        tokio::task::block_in_place(|| feed(session, data, out))
+        tokio::task::block_in_place(|| feed(session, data, out, splices))
     } else {
-        feed(session, data, out)
+        feed(session, data, out, splices)
     }
 }
 
@@ -998,11 +1016,16 @@ async fn readable<S: Stream>(stream: &mut S, idle: Option<Duration>) -> io::Resu
 
 /// One `feed`, with a panic caught at the connection boundary (panic = "unwind" is kept in
 /// every profile for this).
-fn feed(session: &mut Session, data: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+fn feed(
+    session: &mut Session,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    splices: &mut Vec<Splice>,
+) -> Result<bool, String> {
     catch_unwind(AssertUnwindSafe(|| {
         #[cfg(test)]
         tests::fault_injection(data);
-        session.feed(data, out)
+        session.feed_spliced(data, out, splices)
     }))
     .map_err(|payload| {
         payload

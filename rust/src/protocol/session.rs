@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::limits::REPLY_BUDGET;
 use super::{auth, binary, text};
@@ -25,6 +25,14 @@ enum Proto {
     Unknown,
     Text,
     Binary,
+}
+
+/// A stored value that a reply shares instead of copying ([`Session::feed_spliced`]): its bytes
+/// belong at offset `at` of the reply buffer.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub at: usize,
+    pub bytes: Bytes,
 }
 
 /// A connection's protocol engine. Feed it what the socket read; send what it returns.
@@ -79,10 +87,43 @@ impl Session {
     /// appending the replies to `out`. Returns true when the connection must be closed after
     /// `out` is sent.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        self.text.splices.enabled = false;
+        let close = self.feed_inner(data, out);
+        self.close_if(close)
+    }
+
+    /// `feed`, except that large values read by `get` (`text::SPLICE_MIN` and up) are not copied
+    /// into `out`: each is appended to `splices` with the offset in `out` where its bytes go,
+    /// sharing the stored buffer. The reply is `out` with every splice inserted at its offset.
+    /// `splices` must start empty, and `out` too.
+    pub fn feed_spliced(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        splices: &mut Vec<Splice>,
+    ) -> bool {
+        debug_assert!(out.is_empty() && splices.is_empty());
+        let sink = &mut self.text.splices;
+        sink.enabled = true;
+        std::mem::swap(&mut sink.splices, splices);
+        let close = self.feed_inner(data, out);
+        std::mem::swap(&mut self.text.splices.splices, splices);
+        self.close_if(close)
+    }
+
+    fn close_if(&mut self, close: bool) -> bool {
+        if close {
+            self.close();
+        }
+        close
+    }
+
+    fn feed_inner(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         if self.closed {
             return true;
         }
         let written_before = out.len();
+        self.text.splices.len = 0;
         self.engine
             .counters
             .bytes_read
@@ -93,7 +134,7 @@ impl Session {
             if self.buf.is_empty() {
                 break false;
             }
-            if out.len() - written_before >= REPLY_BUDGET {
+            if out.len() - written_before + self.text.splices.len >= REPLY_BUDGET {
                 // Send this first; the engine feeds again (with no new bytes) after sending.
                 self.more = true;
                 break false;
@@ -142,12 +183,9 @@ impl Session {
             }
         };
         self.engine.counters.bytes_written.fetch_add(
-            (out.len() - written_before) as u64,
+            (out.len() - written_before + self.text.splices.len) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        if close {
-            self.close();
-        }
         close
     }
 
@@ -191,7 +229,7 @@ impl Drop for Session {
 mod tests {
     use std::sync::Arc;
 
-    use super::Session;
+    use super::{Session, Splice};
     use crate::cache::{Cache, CacheConfig};
     use crate::engine::{Engine, EngineConfig};
     use crate::protocol::limits::REPLY_BUDGET;
@@ -232,5 +270,104 @@ mod tests {
         .concat();
         assert_eq!(out, one.repeat(100), "every reply, in order");
         assert_eq!(s.buffered(), 0);
+    }
+
+    fn session() -> Session {
+        let cfg = CacheConfig {
+            shards: 1,
+            cleanup_interval_ms: 0,
+            ..Default::default()
+        };
+        let cache = Tiered::memory(Cache::new(cfg).unwrap());
+        let engine = EngineConfig {
+            max_item_size: 4 << 20,
+            ..Default::default()
+        };
+        Session::new(Arc::new(Engine::new(cache, engine)))
+    }
+
+    fn set(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut req = format!("set {key} 7 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+        req
+    }
+
+    /// `out` with every splice put back where it belongs.
+    fn reassemble(out: &[u8], splices: &[Splice]) -> Vec<u8> {
+        let mut whole = Vec::new();
+        let mut from = 0;
+        for sp in splices {
+            whole.extend_from_slice(&out[from..sp.at]);
+            whole.extend_from_slice(&sp.bytes);
+            from = sp.at;
+        }
+        whole.extend_from_slice(&out[from..]);
+        whole
+    }
+
+    #[test]
+    fn spliced_replies_are_the_same_bytes_without_the_copies() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mid = vec![b'm'; 100_000];
+        let (mut plain, mut spliced) = (session(), session());
+        let mut load = set("big", &big);
+        load.extend(set("mid", &mid));
+        load.extend(set("small", b"s"));
+        for s in [&mut plain, &mut spliced] {
+            let mut out = Vec::new();
+            s.feed(&load, &mut out);
+            assert_eq!(out, b"STORED\r\n".repeat(3));
+        }
+        for req in [
+            &b"get big\r\n"[..],
+            b"gets small big mid nope\r\n",
+            b"gat 100 mid big\r\n",
+            b"get big mid small\r\nget mid\r\n",
+            // A bad key after hits: the reply is only the error, and its splices go too.
+            &[
+                b"get big mid ".as_slice(),
+                &[b'k'; 300],
+                b"\r\nget small\r\n",
+            ]
+            .concat(),
+        ] {
+            let mut want = Vec::new();
+            plain.feed(req, &mut want);
+            while plain.has_more() {
+                plain.feed(&[], &mut want);
+            }
+            let mut got = Vec::new();
+            let mut first = true;
+            loop {
+                let (mut out, mut splices) = (Vec::new(), Vec::new());
+                let input = if first { req } else { &[][..] };
+                first = false;
+                spliced.feed_spliced(input, &mut out, &mut splices);
+                assert!(splices
+                    .iter()
+                    .all(|s| s.bytes.len() >= super::text::SPLICE_MIN));
+                got.extend(reassemble(&out, &splices));
+                if !spliced.has_more() {
+                    break;
+                }
+            }
+            assert_eq!(
+                got,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&req[..20.min(req.len())])
+            );
+        }
+        // The values were shared, not copied: a splice points into the stored buffer.
+        let (mut out, mut splices) = (Vec::new(), Vec::new());
+        spliced.feed_spliced(b"get big\r\n", &mut out, &mut splices);
+        assert_eq!(splices.len(), 1);
+        assert_eq!(&splices[0].bytes[..], &big[..]);
+        assert!(out.len() < 100);
+        // An update while a reply still holds the old value leaves that reply intact.
+        let mut o = Vec::new();
+        spliced.feed(&set("big", &vec![b'x'; big.len()]), &mut o);
+        assert_eq!(&splices[0].bytes[..], &big[..]);
     }
 }

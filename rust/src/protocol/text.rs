@@ -5,14 +5,14 @@
 //! then wait for `<bytes>\r\n` of data. Meta commands (`mg`, `ms`, ...) and the streaming
 //! extension share this line reader and hand over to `meta` and `streaming`.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{
     KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN, MAX_LINE_WITHOUT_NEWLINE, MAX_MULTIGET_LINE,
 };
 use super::meta;
-use super::session::Progress;
+use super::session::{Progress, Splice};
 use super::streaming;
 use super::tokens::{parse_flags, parse_i64, parse_u64, split};
 use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
@@ -97,6 +97,36 @@ pub(crate) enum Wait {
 pub(crate) struct TextState {
     wait: Wait,
     pub(crate) uploads: streaming::Uploads,
+    pub(crate) splices: SpliceSink,
+}
+
+/// A `get` reply shares a value of at least this many bytes with the store instead of copying
+/// it, when the I/O engine takes splices (`Session::feed_spliced`): below it, a copy is cheaper
+/// than the reference count and the extra write.
+pub(crate) const SPLICE_MIN: usize = 64 * 1024;
+
+/// The values a feed's reply shares rather than copies, in order.
+#[derive(Default)]
+pub(crate) struct SpliceSink {
+    /// The engine writes splices (only the native engine does).
+    pub(crate) enabled: bool,
+    pub(crate) splices: Vec<Splice>,
+    /// Bytes in `splices`, for the reply budget.
+    pub(crate) len: usize,
+}
+
+impl SpliceSink {
+    fn wants(&self, value_len: usize) -> bool {
+        self.enabled && value_len >= SPLICE_MIN
+    }
+
+    fn push(&mut self, out: &[u8], bytes: Bytes) {
+        self.len += bytes.len();
+        self.splices.push(Splice {
+            at: out.len(),
+            bytes,
+        });
+    }
 }
 
 /// One step: answer one line, complete one data block, or discard swallowed bytes.
@@ -213,8 +243,8 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
     }
     let ok = |lo: usize, hi: usize| (lo..=hi).contains(&n);
     match cmd {
-        b"get" | b"bget" => get(engine, line, 1, false, None, out),
-        b"gets" => get(engine, line, 1, true, None, out),
+        b"get" | b"bget" => get(engine, line, 1, false, None, &mut st.splices, out),
+        b"gets" => get(engine, line, 1, true, None, &mut st.splices, out),
         b"gat" | b"gats" => {
             let mut rest = split(line).skip(1);
             match rest.next() {
@@ -227,6 +257,7 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
                         2,
                         cmd == b"gats",
                         Some(ttl_from_exptime(e)),
+                        &mut st.splices,
                         out,
                     ),
                 },
@@ -281,15 +312,20 @@ fn get(
     first: usize,
     with_cas: bool,
     touch: Option<Ttl>,
+    sink: &mut SpliceSink,
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
+    let spliced_before = sink.splices.len();
     let mut any = false;
     let cache = engine.cache();
     for key in split(line).skip(first) {
         any = true;
         if key.len() > KEY_MAX_LENGTH {
             out.truncate(start);
+            for dropped in sink.splices.drain(spliced_before..) {
+                sink.len -= dropped.bytes.len();
+            }
             out.extend_from_slice(BAD_FORMAT);
             return;
         }
@@ -297,12 +333,26 @@ fn get(
         match touch {
             None => {
                 cache.get_with(key, |e| {
-                    write_value(out, key, e.flags, e.value, with_cas.then_some(e.cas));
+                    let cas = with_cas.then_some(e.cas);
+                    if sink.wants(e.value.len()) {
+                        value_line(out, key, e.flags, e.value.len(), cas);
+                        sink.push(out, e.value_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        write_value(out, key, e.flags, e.value, cas);
+                    }
                 });
             }
             Some(ttl) => {
                 if let Some(i) = cache.get_and_touch(key, ttl) {
-                    write_value(out, key, i.flags, &i.value, with_cas.then_some(i.cas));
+                    let cas = with_cas.then_some(i.cas);
+                    if sink.wants(i.value.len()) {
+                        value_line(out, key, i.flags, i.value.len(), cas);
+                        sink.push(out, i.value);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        write_value(out, key, i.flags, &i.value, cas);
+                    }
                 }
             }
         }
@@ -316,18 +366,23 @@ fn get(
 
 fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
     out.reserve(key.len() + value.len() + 48);
+    value_line(out, key, flags, value.len(), cas);
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `VALUE <key> <flags> <bytes> [<cas>]\r\n`
+fn value_line(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
     push_num(out, flags as u64);
     out.push(b' ');
-    push_num(out, value.len() as u64);
+    push_num(out, len as u64);
     if let Some(c) = cas {
         out.push(b' ');
         push_num(out, c);
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
