@@ -617,34 +617,28 @@ fn read_socket_once(
     }
 }
 
-impl Stream for TcpStream {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
-    }
-    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let this = &*self;
-        read_socket_once(
-            buf,
-            |f| this.try_io(tokio::io::Interest::READABLE, f),
-            |b| this.try_read(b),
-        )
-    }
+/// `Stream` for a plain socket type with tokio's readiness API.
+macro_rules! plain_socket_stream {
+    ($ty:ty) => {
+        impl Stream for $ty {
+            fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+                <$ty>::readable(self)
+            }
+            fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let this = &*self;
+                read_socket_once(
+                    buf,
+                    |f| this.try_io(tokio::io::Interest::READABLE, f),
+                    |b| this.try_read(b),
+                )
+            }
+        }
+    };
 }
 
+plain_socket_stream!(TcpStream);
 #[cfg(unix)]
-impl Stream for tokio::net::UnixStream {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        tokio::net::UnixStream::readable(self)
-    }
-    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let this = &*self;
-        read_socket_once(
-            buf,
-            |f| this.try_io(tokio::io::Interest::READABLE, f),
-            |b| this.try_read(b),
-        )
-    }
-}
+plain_socket_stream!(tokio::net::UnixStream);
 
 impl Stream for tls::TlsConn {
     fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
