@@ -17,7 +17,7 @@ use hashbrown::HashMap;
 
 use super::exptime::ttl_from_exptime;
 use super::limits::{DEFAULT_STREAM_CHUNK, KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::{push_num, Next};
+use super::text::{push_num, Next, SpliceSink};
 use super::tokens::{parse_flags, parse_i64, parse_u64};
 use crate::cache::{StoreMode, StoreOutcome, Ttl};
 use crate::engine::Engine;
@@ -64,7 +64,8 @@ fn key_ok(key: &[u8]) -> bool {
 }
 
 /// `streaming_get <key> [chunk_size]`.
-pub(crate) fn get(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
+/// Chunks of `text::SPLICE_MIN` bytes and up share the stored value when the engine takes splices.
+pub(crate) fn get(engine: &Engine, args: &[&[u8]], sink: &mut SpliceSink, out: &mut Vec<u8>) {
     if args.is_empty() || args.len() > 2 {
         return error(out, "usage: streaming_get <key> [chunk_size]");
     }
@@ -84,11 +85,17 @@ pub(crate) fn get(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     };
     let v = item.value;
     let count = v.len().div_ceil(chunk);
-    out.reserve(v.len() + count * (key.len() + 32) + 64);
+    let shared = sink.wants(chunk.min(v.len()));
+    out.reserve(if shared { 0 } else { v.len() } + count * (key.len() + 32) + 64);
     line(out, b"STREAM_BEGIN", key, &[v.len() as u64, count as u64]);
-    for (i, c) in v.chunks(chunk).enumerate() {
+    for i in 0..count {
+        let c = i * chunk..v.len().min((i + 1) * chunk);
         line(out, b"STREAM_DATA", key, &[i as u64, c.len() as u64]);
-        out.extend_from_slice(c);
+        if shared {
+            sink.push(out, v.slice(c));
+        } else {
+            out.extend_from_slice(&v[c]);
+        }
         out.extend_from_slice(b"\r\n");
     }
     line(out, b"STREAM_END", key, &[]);

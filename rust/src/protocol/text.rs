@@ -100,7 +100,7 @@ pub(crate) struct TextState {
     pub(crate) splices: SpliceSink,
 }
 
-/// A `get` reply shares a value of at least this many bytes with the store instead of copying
+/// A `get` (or `streaming_get` chunk) reply shares a value of at least this many bytes with the store instead of copying
 /// it, when the I/O engine takes splices (`Session::feed_spliced`): below it, a copy is cheaper
 /// than the reference count and the extra write.
 pub(crate) const SPLICE_MIN: usize = 64 * 1024;
@@ -116,11 +116,11 @@ pub(crate) struct SpliceSink {
 }
 
 impl SpliceSink {
-    fn wants(&self, value_len: usize) -> bool {
+    pub(crate) fn wants(&self, value_len: usize) -> bool {
         self.enabled && value_len >= SPLICE_MIN
     }
 
-    fn push(&mut self, out: &[u8], bytes: Bytes) {
+    pub(crate) fn push(&mut self, out: &[u8], bytes: Bytes) {
         self.len += bytes.len();
         self.splices.push(Splice {
             at: out.len(),
@@ -292,7 +292,7 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             }
             out.extend_from_slice(b"ERROR: shutdown not enabled\r\n");
         }
-        b"streaming_get" | b"sget" => streaming::get(engine, args, out),
+        b"streaming_get" | b"sget" => streaming::get(engine, args, &mut st.splices, out),
         b"set_begin" => streaming::begin(&mut st.uploads, engine, args, out),
         b"set_end" => streaming::end(&mut st.uploads, engine, args, out),
         b"set_data" => {
