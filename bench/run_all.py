@@ -11,6 +11,9 @@ build measured is the one installed in its venv), with a timeout:
   both engines, with the 1 GB/s target);
 * ``server_resources``: ``bench/server_resources.py`` (RSS per item and per connection, latency
   with 10,000 connections; both engines);
+* ``tail_latency``: ``bench/tail_latency.py`` (p50/p99/p99.9 at 20k req/s over 50 connections,
+  native engine against memcached, open-loop generator bench/latency; 3 rounds of 5 s, 1 with
+  ``--quick``);
 * ``server_ratio``: the project's shared ``server_ratio.py`` (memcaslap, ratmemcached's native
   engine against memcached ``-t 2``, 1 round of 3 s per workload), skipped when not found.
 
@@ -207,6 +210,21 @@ def sections(args: argparse.Namespace) -> list[Section]:
             60 if quick else 120,
         ),
         Section(
+            "tail_latency",
+            "Tail latency at a fixed rate (bench/tail_latency.py, native engine and memcached)",
+            [
+                py,
+                str(BENCH / "tail_latency.py"),
+                "--seconds",
+                "5",
+                "--rounds",
+                "1" if quick else "3",
+                "--ratmemcached",
+                ratmemcached,
+            ],
+            120 if quick else 240,
+        ),
+        Section(
             "server_ratio",
             "Server throughput against memcached -t 2 (server_ratio.py, memcaslap, native engine)",
             [py, str(ratio), *ratio_args],
@@ -221,7 +239,7 @@ def sections(args: argparse.Namespace) -> list[Section]:
 
 
 def main() -> int:
-    names = ["library", "l2", "large_values", "server_resources", "server_ratio"]
+    names = ["library", "l2", "large_values", "server_resources", "tail_latency", "server_ratio"]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sections: about 2 minutes")
     ap.add_argument("--only", action="append", choices=names, help="run only this section")
