@@ -401,8 +401,11 @@ def wait_until_gone(c: Ops, key: str, deadline: float) -> float:
 
 
 def test_client_script(ops: Ops, client_name: str) -> None:
-    c = ops
-    p = client_name + ":"
+    run_script(ops, client_name + ":")
+
+
+def run_script(c: Ops, p: str) -> None:
+    """The script, on keys that start with ``p``."""
     # Expiry starts first, so the rest of the script runs while the clock goes.
     exp, kept = p + "exp", p + "kept"
     assert c.set(exp, b"soon", ttl=TTL)
@@ -450,6 +453,25 @@ def test_client_script(ops: Ops, client_name: str) -> None:
     gone_at = wait_until_gone(c, exp, t0 + EXPIRY_DEADLINE)
     assert gone_at - t0 >= TTL - 0.1  # not before its time (memcached's clock has 1 s steps)
     assert c.get(kept) == b"stays"  # touched to 100 s before it expired
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pymemcache_hashclient_over_two_servers(engine: str) -> None:
+    # The keys spread over both servers; multi-gets gather from both.
+    with ratmemcached(engine=engine) as one, ratmemcached(engine=engine) as two:
+        c = HashClient(
+            [one.address, two.address], connect_timeout=5, timeout=5, serde=serde.pickle_serde
+        )
+        try:
+            run_script(PymemcacheOps(c), "hc2:")
+            for srv in (one, two):
+                stats = Client(srv.address, connect_timeout=5, timeout=5)
+                try:
+                    assert int(stats.stats()[b"curr_items"]) > 0
+                finally:
+                    stats.close()
+        finally:
+            c.close()
 
 
 def test_pymemcache_version_and_negative_exptime(server: ServerProcess) -> None:
