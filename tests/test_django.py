@@ -1040,6 +1040,22 @@ def test_too_large_value_is_dropped_and_reported(fresh: None) -> None:
     assert c.add("big", b"x" * 100_000) is False
 
 
+def test_other_value_errors_are_raised(fresh: None) -> None:
+    c = make_backend("keys", max_key_length=100)
+    with pytest.raises(ValueError, match="over the limit of 100"):
+        c.set("k" * 200, 1)
+    with pytest.raises(ValueError, match="over the limit of 100"):
+        c.add("k" * 200, 1)
+    with pytest.raises(ValueError, match="over the limit of 100"):
+        c.set_many({"k" * 200: 1})
+
+
+def test_infinite_timeout_is_forever(fresh: None) -> None:
+    c = make_backend()
+    c.set("k", 1, timeout=float("inf"))
+    assert c.cache.ttl(c.make_key("k")) == float("inf")
+
+
 def test_incr_is_atomic_across_threads(fresh: None) -> None:
     # Django makes one backend object per thread: each thread here has its own, on one store.
     make_backend("counter").set("n", 0)

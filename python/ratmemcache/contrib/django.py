@@ -108,6 +108,12 @@ def _shared_cache(name: str, kwargs: dict[str, Any]) -> Cache:
         return cache
 
 
+def _too_large(e: ValueError) -> bool:
+    """Whether ``Cache`` refused the item for its size (other ValueErrors, such as a key over
+    ``max_key_length``, are the caller's to see)."""
+    return "does not fit" in str(e)
+
+
 def close_caches() -> None:
     """Close every cache this backend opened (committing their L2s) and forget them.
 
@@ -147,6 +153,8 @@ class RatMemCache(BaseCache):
         if timeout is None:
             return 0
         seconds = float(timeout)
+        if seconds == math.inf:
+            return 0
         return seconds if seconds > 0 else None
 
     def _dumps(self, value: Any) -> bytes:
@@ -167,8 +175,10 @@ class RatMemCache(BaseCache):
             return not self._cache.contains_key(key)
         try:
             return self._cache.add(key, pickled, ttl)
-        except ValueError:  # too large for the cache
-            return False
+        except ValueError as e:
+            if _too_large(e):
+                return False
+            raise
 
     def get(self, key: Any, default: Any | None = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
@@ -193,9 +203,10 @@ class RatMemCache(BaseCache):
             return True
         try:
             self._cache.set(key, pickled, ttl)
-        except ValueError:
-            # Too large for the cache. Like Django's memcached backends, never leave the old
-            # value behind.
+        except ValueError as e:
+            if not _too_large(e):
+                raise
+            # Like Django's memcached backends, never leave the old value behind.
             self._cache.delete(key)
             return False
         return True
