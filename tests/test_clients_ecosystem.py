@@ -451,7 +451,10 @@ def run_script(c: Ops, p: str) -> None:
     assert c.get(big) == LARGE
 
     gone_at = wait_until_gone(c, exp, t0 + EXPIRY_DEADLINE)
-    assert gone_at - t0 >= TTL - 0.01  # not before its time
+    # Not before its time: ratmemcache keeps TTLs to the millisecond. (Against memcached, whose
+    # clock moves in whole seconds, the item can go up to a second early; the rest of the script
+    # passes against memcached as it is.)
+    assert gone_at - t0 >= TTL - 0.01
     assert c.get(kept) == b"stays"  # touched to 100 s before it expired
 
 
