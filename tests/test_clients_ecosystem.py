@@ -34,6 +34,7 @@ import pytest
 from pymemcache import serde
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
+from pymemcache.exceptions import MemcacheUnknownCommandError
 
 from servers import ENGINES, ServerProcess, memcached, ratmemcached, requires_memcached
 
@@ -483,6 +484,11 @@ def test_pymemcache_version_and_negative_exptime(server: ServerProcess) -> None:
         assert c.version().startswith(b"1.6")
         # A negative exptime expires at once, as in memcached.
         assert c.set("neg:gone", b"x", expire=-1, noreply=False)
+        assert c.get("neg:gone") is None
+        # cache_memlimit is not supported (docs/compatibility.md): memcached says OK, we ERROR,
+        # which pymemcache raises; the connection goes on.
+        with pytest.raises(MemcacheUnknownCommandError):
+            c.cache_memlimit(64)
         assert c.get("neg:gone") is None
     finally:
         c.close()
