@@ -33,7 +33,8 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
 	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
 	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
-	  "pylibmc>=1.6" "python-binary-memcached>=0.31" "locust>=2.20"
+	  "pylibmc>=1.6" "python-memcached>=1.62" "aiomcache>=0.8" "meta-memcache>=4" \
+	  "python-binary-memcached>=0.31" "locust>=2.20" "django>=5.2,<6" "django-stubs>=5.2,<5.3"
 	touch $@
 
 venv: $(VENV)/.deps

@@ -1,6 +1,7 @@
-"""Real memcached clients against a running ratmemcached, with each I/O engine: pymemcache (text
-and meta), pylibmc (text and binary), and libmemcached's memccapable conformance suite (ascii and
-binary)."""
+"""Raw meta commands through pymemcache's socket, and libmemcached's memccapable conformance suite
+(ascii and binary), against a running ratmemcached with each I/O engine. The clients themselves
+(pymemcache, pylibmc, python-memcached, aiomcache, meta-memcache) are in
+test_clients_ecosystem.py."""
 
 from __future__ import annotations
 
@@ -8,78 +9,16 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-import pylibmc
 import pytest
 from pymemcache.client.base import Client
-from pymemcache.client.hash import HashClient
 
 from servers import ENGINES, ServerProcess, ratmemcached
-
-LARGE = bytes(range(256)) * 4000  # ~1 MB minus headroom: under the 1 MB item limit
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     with ratmemcached(engine=request.param) as srv:
         yield srv
-
-
-def exercise(client: object, prefix: str) -> None:
-    """set, get, multi-get, cas, incr, delete, touch and a large value, through any client that
-    speaks pymemcache's or pylibmc's API (they name a few calls differently)."""
-    c = client
-    is_pylibmc = isinstance(c, pylibmc.Client)
-    k = prefix + "k"
-    assert c.set(k, b"v1")  # type: ignore[attr-defined]
-    assert c.get(k) == b"v1"  # type: ignore[attr-defined]
-    many = {prefix + f"m{i}": str(i).encode() for i in range(20)}
-    if is_pylibmc:
-        assert c.set_multi(many) == []  # type: ignore[attr-defined]
-        assert c.get_multi(list(many)) == many  # type: ignore[attr-defined]
-    else:
-        assert c.set_many(many) == []  # type: ignore[attr-defined]
-        assert c.get_many(list(many)) == many  # type: ignore[attr-defined]
-    if is_pylibmc:
-        value, cas = c.gets(k)  # type: ignore[attr-defined]
-        assert value == b"v1"
-        assert c.cas(k, b"v2", cas)  # type: ignore[attr-defined]
-        assert not c.cas(k, b"v3", cas)  # type: ignore[attr-defined]
-    else:
-        value, cas = c.gets(k)  # type: ignore[attr-defined]
-        assert value == b"v1"
-        assert c.cas(k, b"v2", cas) is True  # type: ignore[attr-defined]
-        assert c.cas(k, b"v3", cas) is False  # type: ignore[attr-defined]
-    assert c.get(k) == b"v2"  # type: ignore[attr-defined]
-    n = prefix + "n"
-    c.set(n, b"10")  # type: ignore[attr-defined]
-    assert c.incr(n, 5) == 15  # type: ignore[attr-defined]
-    assert c.decr(n, 20) == 0  # type: ignore[attr-defined]
-    assert c.touch(k, 100)  # type: ignore[attr-defined]
-    assert c.delete(k)  # type: ignore[attr-defined]
-    assert c.get(k) is None  # type: ignore[attr-defined]
-    big = prefix + "big"
-    assert c.set(big, LARGE)  # type: ignore[attr-defined]
-    assert c.get(big) == LARGE  # type: ignore[attr-defined]
-
-
-def test_pymemcache_text(server: ServerProcess) -> None:
-    c = Client(server.address, connect_timeout=5, timeout=5)
-    try:
-        exercise(c, "pmt:")
-        # Expiry: a negative exptime expires at once, as in memcached.
-        c.set("pmt:gone", b"x", expire=-1)
-        assert c.get("pmt:gone") is None
-        assert c.version().startswith(b"1.6")
-    finally:
-        c.close()
-
-
-def test_pymemcache_hashclient_over_one_server(server: ServerProcess) -> None:
-    c = HashClient([server.address], connect_timeout=5, timeout=5)
-    try:
-        exercise(c, "hc:")
-    finally:
-        c.close()
 
 
 def test_pymemcache_raw_meta(server: ServerProcess) -> None:
@@ -95,19 +34,6 @@ def test_pymemcache_raw_meta(server: ServerProcess) -> None:
         assert reply == b"VA 5 f7 t-1\r\nhello\r\nMN\r\n"
     finally:
         c.close()
-
-
-@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
-def test_pylibmc(server: ServerProcess, binary: bool) -> None:
-    host, port = server.address
-    c = pylibmc.Client([f"{host}:{port}"], binary=binary, behaviors={"cas": True})
-    try:
-        exercise(c, f"plm{int(binary)}:")
-        assert c.get("plm:missing") is None
-        assert c.add(f"plm{int(binary)}:add", b"1")
-        assert not c.add(f"plm{int(binary)}:add", b"2")
-    finally:
-        c.disconnect_all()
 
 
 @pytest.mark.skipif(shutil.which("memccapable") is None, reason="libmemcached-tools not installed")

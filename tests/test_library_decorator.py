@@ -6,9 +6,11 @@ import asyncio
 import inspect
 import pickle
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 import ratmemcache
@@ -533,3 +535,144 @@ def test_async_concurrent_callers_all_get_the_result(dcache: Cache) -> None:
 
     assert asyncio.run(main()) == [(i % 3) ** 2 for i in range(12)]
     assert len(dcache) == 3
+
+
+def test_async_under_anyio_task_group(dcache: Cache) -> None:
+    # The wrapper is a plain coroutine function: it runs under anyio as under asyncio.
+    calls: list[int] = []
+
+    @cached(dcache)
+    async def square(x: int) -> int:
+        calls.append(x)
+        await anyio.sleep(0)
+        return x * x
+
+    results: dict[int, int] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await square(i % 4)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(one, i)
+        # Every key is cached now: a second round computes nothing.
+        before = len(calls)
+        assert [await square(i) for i in range(4)] == [0, 1, 4, 9]
+        assert len(calls) == before
+
+    anyio.run(main)
+    assert results == {i: (i % 4) ** 2 for i in range(16)}
+    assert sorted(set(calls)) == [0, 1, 2, 3]
+    assert len(dcache) == 4
+
+
+def test_async_exceptions_among_concurrent_callers_are_not_cached(dcache: Cache) -> None:
+    calls: list[int] = []
+
+    @cached(dcache)
+    async def check(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0)
+        if x % 2:
+            raise ValueError(f"odd {x}")
+        return x
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(check(x) for x in range(6)), return_exceptions=True))
+
+    first = asyncio.run(main())
+    assert first[0::2] == [0, 2, 4]
+    assert all(isinstance(e, ValueError) for e in first[1::2])
+    assert sorted(dcache.keys()) == sorted(check.cache_key(x) for x in (0, 2, 4))  # type: ignore[attr-defined]
+    calls.clear()
+    second = asyncio.run(main())
+    assert second[0::2] == [0, 2, 4]
+    assert sorted(calls) == [1, 3, 5]  # only the failures ran again
+
+
+def test_async_cancelled_call_is_not_cached(dcache: Cache) -> None:
+    started = 0
+
+    @cached(dcache)
+    async def slow() -> str:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(10)
+        return "done"
+
+    async def main() -> None:
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert started == 1
+    assert len(dcache) == 0
+
+
+def test_sync_concurrent_threads(clock: ManualClock) -> None:
+    # One Cache shared by threads: every caller gets the right result, and each key ends up
+    # cached once. There is no per-key lock: callers that miss at the same moment each compute
+    # (as with cachetools.cached without a lock), so a key may be computed more than once.
+    c = Cache(clock=clock, cleanup_interval=0)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    @cached(c)
+    def work(x: int) -> dict[str, int]:
+        with lock:
+            calls.append(x)
+        return {"x": x, "sq": x * x}
+
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            barrier.wait(10)
+            for i in range(200):
+                x = (i + t) % 10
+                assert work(x) == {"x": x, "sq": x * x}
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert not errors
+    assert len(c) == 10
+    assert set(calls) == set(range(10))
+    assert len(calls) <= 8 * 10  # at most one miss per thread and key
+    before = len(calls)
+    assert [work(x)["sq"] for x in range(10)] == [x * x for x in range(10)]
+    assert len(calls) == before
+    c.close()
+
+
+def test_sync_exceptions_in_threads_are_not_cached(dcache: Cache) -> None:
+    calls = 0
+    lock = threading.Lock()
+
+    @cached(dcache)
+    def fails(x: int) -> int:
+        nonlocal calls
+        with lock:
+            calls += 1
+        raise RuntimeError(x)
+
+    def run(x: int) -> None:
+        with pytest.raises(RuntimeError):
+            fails(x)
+
+    threads = [threading.Thread(target=run, args=(i % 2,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert calls == 6
+    assert len(dcache) == 0
