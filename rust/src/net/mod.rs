@@ -913,27 +913,29 @@ async fn run_connection<S: Stream>(
             bytes_out += reply_len(&out, &splices) as u64;
             // The flush matters for TLS only (rustls may hold the end of a record); on a plain
             // socket it is a no-op.
-            let mut write = std::pin::pin!(async {
-                let mut from = 0;
-                for sp in &splices {
-                    stream.write_all(&out[from..sp.at]).await?;
-                    stream.write_all(&sp.bytes).await?;
-                    from = sp.at;
-                }
-                stream.write_all(&out[from..]).await?;
-                stream.flush().await
-            });
-            let written = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = write.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r.is_ok()));
-                }
-                // A client that doesn't read its replies must not hold up a forced stop.
-                if shared.stopping.load(Ordering::Acquire) && forcing.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
+            let written = {
+                let mut write = std::pin::pin!(async {
+                    if splices.is_empty() {
+                        stream.write_all(&out).await?;
+                    } else {
+                        write_spliced(&mut stream, &out, &splices).await?;
+                    }
+                    stream.flush().await
+                });
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r.is_ok()));
+                    }
+                    // A client that doesn't read its replies must not hold up a forced stop.
+                    if shared.stopping.load(Ordering::Acquire)
+                        && forcing.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
             let Some(written) = written else {
                 break 'conn "shutdown";
             };
@@ -965,6 +967,36 @@ async fn run_connection<S: Stream>(
             format!("conn {id} closed ({reason}): {bytes_in} bytes in, {bytes_out} bytes out"),
         );
     }
+}
+
+/// Writes `out` with each splice's bytes at its offset, in as few `writev`s as the socket takes
+/// (one write per piece cost a large get three syscalls and, in bench/large_values.py, 60% of
+/// its throughput at 1 MiB).
+async fn write_spliced<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &[u8],
+    splices: &[Splice],
+) -> io::Result<()> {
+    let mut pieces: Vec<io::IoSlice<'_>> = Vec::with_capacity(2 * splices.len() + 1);
+    let mut from = 0;
+    for sp in splices {
+        pieces.push(io::IoSlice::new(&out[from..sp.at]));
+        pieces.push(io::IoSlice::new(&sp.bytes));
+        from = sp.at;
+    }
+    pieces.push(io::IoSlice::new(&out[from..]));
+    pieces.retain(|p| !p.is_empty());
+    let mut left: &mut [io::IoSlice<'_>] = &mut pieces;
+    while !left.is_empty() {
+        // At most IOV_MAX (1024) pieces per call; the kernel takes what fits anyway.
+        let n = left.len().min(1024);
+        let written = stream.write_vectored(&left[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut left, written);
+    }
+    Ok(())
 }
 
 /// The length of a reply: `out` plus the values spliced into it.
