@@ -81,6 +81,9 @@ lint: venv
 	$(VENV_BIN)/ruff check python tests bench
 	$(VENV_BIN)/ruff format --check python tests bench
 	$(VENV_BIN)/mypy
+	@# Unix-only calls (os.fork, socket.AF_UNIX...) must sit behind a sys.platform check there.
+	$(VENV_BIN)/mypy --platform win32
+	$(VENV_BIN)/mypy --platform darwin
 	$(PY) -m mypy.stubtest ratmemcache._core --allowlist tests/stubtest-allowlist.txt
 	@# The GitHub workflows (and, with shellcheck on PATH, their run: scripts). REQUIRE_ACTIONLINT=1
 	@# (set by the workflows) makes a missing actionlint an error instead of a warning.
