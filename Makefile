@@ -86,6 +86,7 @@ lint: venv
 	$(VENV_BIN)/mypy --platform win32
 	$(VENV_BIN)/mypy --platform darwin
 	$(PY) -m mypy.stubtest ratmemcache._core --allowlist tests/stubtest-allowlist.txt
+	@if command -v shellcheck >/dev/null; then echo "shellcheck .ci/run fuzz/smoke.sh"; shellcheck .ci/run fuzz/smoke.sh; fi
 	@# The GitHub workflows (and, with shellcheck on PATH, their run: scripts). REQUIRE_ACTIONLINT=1
 	@# (set by the workflows) makes a missing actionlint an error instead of a warning.
 	@if [ -x $(VENV_BIN)/actionlint ]; then \
