@@ -287,6 +287,19 @@ def test_daemon_reports_startup_errors_to_the_launcher(tmp_path: Path) -> None:
     assert not (tmp_path / "p.pid").exists()
 
 
+def test_daemon_is_refused_on_windows_with_one_line() -> None:
+    # Simulated here (sys.platform set after the imports); the real thing on Windows CI.
+    code = (
+        "import sys; from ratmemcache.cli import main; sys.platform = 'win32'; "
+        "sys.argv = ['ratmemcached', '--daemon']; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=os.environ
+    )
+    assert proc.returncode == 2
+    assert "--daemon is POSIX-only" in one_error_line(proc)
+
+
 def test_logging_disabled_prints_nothing() -> None:
     with ratmemcached(config={"logging": {"enable_logging": False}}) as srv, srv.connect() as s:
         assert exchange(s, b"version\r\n").startswith(b"VERSION ")

@@ -28,6 +28,10 @@ from ratmemcache.errors import ConfigError
 __all__ = ["cli", "main"]
 
 PROG = "ratmemcached"
+DAEMON_POSIX_ONLY = (
+    "--daemon is POSIX-only (it forks); on Windows run ratmemcached in the foreground, "
+    "e.g. as a service"
+)
 
 # memcached -o options that tune its own slab allocator, LRU threads or extstore: accepted with a
 # warning, so an existing memcached command line keeps working.
@@ -151,6 +155,8 @@ def _daemonize(ready_timeout: float = 60.0) -> int:
     """Detach as POSIX daemons do (fork, setsid, fork). Returns, in the daemon, the fd on which
     to report readiness ("OK") or the startup error line; the original process waits for that
     report and exits 0 or 1, so ``--daemon`` fails loudly when the server can't start."""
+    if sys.platform == "win32":  # no fork: the CLI refuses --daemon there before this
+        _fail(DAEMON_POSIX_ONLY)
     r, w = os.pipe()
     pid = os.fork()
     if pid > 0:  # the original process
@@ -281,7 +287,7 @@ def cli(
             f"-U {udp_port}: UDP is not supported (memcached disables it by default too); use -U 0"
         )
     if daemon and sys.platform == "win32":
-        _fail("--daemon is POSIX-only; on Windows run ratmemcached as a service instead")
+        _fail(DAEMON_POSIX_ONLY)
 
     overrides: dict[str, Any] = {}
     with _held_records("ratmemcache.config") as held:

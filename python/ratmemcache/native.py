@@ -3,8 +3,8 @@
 A multi-threaded Rust event loop (tokio, ``[performance] worker_threads`` threads) serves the same
 protocol ``Engine``/``Session`` as the anyio engine, with the GIL released. Python still does what
 Python is good at here: it loads the config, resolves the addresses, starts the server, handles
-SIGTERM/SIGINT, and logs the events the Rust side queues (audit lines, errors), so the request
-path never touches a logger.
+SIGTERM/SIGINT (and Ctrl+Break on Windows), and logs the events the Rust side queues (audit
+lines, errors), so the request path never touches a logger.
 
 Shutdown is the anyio engine's: stop accepting; close idle connections at once and busy ones once
 their request is answered; after ``[server] shutdown_grace`` seconds close the rest. A second
@@ -41,6 +41,7 @@ from ratmemcache.errors import ConfigError, PersistenceError
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 from ratmemcache.server import (
     PERF_REPORT_SECONDS,
+    STOP_SIGNALS,
     ServerStartError,
     _bind_error,
     _format_addr,
@@ -360,7 +361,7 @@ def run_native(
 
     saved: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError, OSError):
                 saved[sig] = signal.signal(sig, on_signal)
     try:

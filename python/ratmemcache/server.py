@@ -4,7 +4,8 @@ The server moves bytes and manages connections; the Rust ``Engine``/``Session`` 
 rule. Embedding is a first-class use: ``await ratmemcache.serve(cache, port=...)`` inside an anyio
 or asyncio app serves the app's own ``Cache`` object, which the app keeps using directly.
 
-Shutdown (SIGTERM, SIGINT, a ``shutdown`` command, or :meth:`Server.request_shutdown`):
+Shutdown (SIGTERM, SIGINT, Ctrl+Break on Windows, a ``shutdown`` command, or
+:meth:`Server.request_shutdown`):
 
 1. stop accepting and close the listeners;
 2. close idle connections at once; let each busy one finish the request in hand (and send its
@@ -66,6 +67,14 @@ perf_log = logging.getLogger(PERF_LOGGER)
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 #: How often the performance log reports throughput.
 PERF_REPORT_SECONDS = 60.0
+
+#: The signals that stop the server gracefully (a second one forces the stop). Windows has no
+#: SIGTERM that one process can send another (``TerminateProcess`` kills outright), so there
+#: Ctrl+Break (SIGBREAK, e.g. ``CTRL_BREAK_EVENT`` sent to the server's process group) does it too.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+if sys.platform == "win32":
+    STOP_SIGNALS += (signal.SIGBREAK,)
+
 # Errors from accept() that mean "try again later", not "the listener is broken".
 _TRANSIENT_ACCEPT = {
     errno.EMFILE,
@@ -90,8 +99,8 @@ class Server:
 
     ``Server(config)`` builds its own cache from ``[l1]``/``[ttl]``; ``Server(config, cache)``
     serves an existing one (then ``[l1]``/``[ttl]`` are ignored and the cache is not closed at the
-    end). ``handle_signals`` installs SIGTERM/SIGINT handlers: for the CLI, not for an embedding app
-    that has its own.
+    end). ``handle_signals`` installs the :data:`STOP_SIGNALS` handlers: for the CLI, not for an
+    embedding app that has its own.
     """
 
     def __init__(
@@ -186,9 +195,7 @@ class Server:
             signals: AsyncIterator[int] | None = None
             if self.handle_signals:
                 try:
-                    signals = stack.enter_context(
-                        anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
-                    )
+                    signals = stack.enter_context(anyio.open_signal_receiver(*STOP_SIGNALS))
                 except NotImplementedError:  # Windows' asyncio loop: no signal handlers
                     self._install_fallback_signals()
             await self._serve(signals, task_status)
@@ -451,7 +458,7 @@ class Server:
         def handler(signum: int, _frame: Any) -> None:
             self._pending_signals.append(signum)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, handler)
 
@@ -555,6 +562,8 @@ def check_unix_path(path: str) -> None:
 
 
 def _unix_socket_alive(path: Path) -> bool:
+    if sys.platform == "win32":  # check_unix_path refuses unix sockets there first
+        return False
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(0.5)

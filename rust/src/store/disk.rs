@@ -195,8 +195,15 @@ impl DiskFailure {
     }
 }
 
+/// ENOSPC on POSIX (an errno: on Windows the raw code is a Win32 error, where 28 means something
+/// else); everywhere, the kind std maps "disk full" to (on Windows ERROR_DISK_FULL and
+/// ERROR_HANDLE_DISK_FULL).
 fn is_no_space(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::StorageFull
 }
 
 #[derive(Default)]
