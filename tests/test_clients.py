@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from types import ModuleType
 
 import pytest
 from pymemcache.client.base import Client
