@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::Poll;
@@ -491,7 +491,7 @@ impl std::error::Error for UnixBindError {
 }
 
 #[cfg(unix)]
-fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
+fn bind_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let tag = |source: io::Error| {
         let kind = source.kind();
