@@ -259,6 +259,14 @@ impl DiskStore {
                 ))
             })?;
         }
+        let started = std::time::Instant::now();
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size > 0 {
+            log::info!(
+                "opening the L2 file {} ({size} bytes): checking its integrity",
+                path.display()
+            );
+        }
         let db = match open_db(&path, cfg.page_cache) {
             Ok(db) => db,
             Err(Opened::Corrupt(why)) if cfg.on_corruption == OnCorruption::Reset => {
@@ -288,6 +296,16 @@ impl DiskStore {
             unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         shared.init()?;
+        if size > 0 {
+            let c = &shared.counters;
+            log::info!(
+                "L2 file {} open in {:.1}s: {} items, {} bytes",
+                shared.path.display(),
+                started.elapsed().as_secs_f64(),
+                c.items.load(Ordering::Relaxed),
+                c.bytes.load(Ordering::Relaxed),
+            );
+        }
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ratmemcache-l2".into())
@@ -635,14 +653,30 @@ impl Opened {
     }
 }
 
+/// How often a long integrity check at open reports its progress.
+const OPEN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn open_db(path: &Path, page_cache: usize) -> Result<Database, Opened> {
     // The integrity check turns a file damaged outside redb into an error instead of a panic
     // deep in a later read; it reads the whole file once at startup. A panic is still caught,
     // as a last line of defence.
+    // The check reads the whole file: a large one takes a while, so it reports its progress.
+    let shown = path.display().to_string();
+    let next_log = std::cell::Cell::new(std::time::Instant::now() + OPEN_LOG_EVERY);
     let opened = std::panic::catch_unwind(|| {
         Database::builder()
             .set_cache_size(page_cache)
             .set_check_integrity_on_open(true)
+            .set_repair_callback(move |session| {
+                let now = std::time::Instant::now();
+                if now >= next_log.get() {
+                    next_log.set(now + OPEN_LOG_EVERY);
+                    log::info!(
+                        "checking the L2 file {shown}: {:.0}%",
+                        session.progress() * 100.0
+                    );
+                }
+            })
             .create(path)
     });
     match opened {
