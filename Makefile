@@ -13,8 +13,9 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: setup system-deps venv develop serve test lint test-rust test-python fuzz-smoke bench bench-server clean
 
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
-# memcaslap come with libmemcached-tools, and pylibmc builds against libmemcached-dev and zlib.
-DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev
+# memcaslap come with libmemcached-tools, pylibmc builds against libmemcached-dev and zlib, and
+# the admin status page is tested in a headless chromium.
+DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev chromium
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -30,7 +31,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
 	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
 	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
-	  "pylibmc>=1.6"
+	  "pylibmc>=1.6" "prometheus_client>=0.20"
 	touch $@
 
 venv: $(VENV)/.deps
