@@ -261,12 +261,7 @@ impl DiskStore {
         }
         let started = std::time::Instant::now();
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if size > 0 {
-            log::info!(
-                "opening the L2 file {} ({size} bytes): checking its integrity",
-                path.display()
-            );
-        }
+        log::debug!("opening the L2 file {} ({size} bytes)", path.display());
         let db = match open_db(&path, cfg.page_cache) {
             Ok(db) => db,
             Err(Opened::Corrupt(why)) if cfg.on_corruption == OnCorruption::Reset => {
@@ -296,16 +291,23 @@ impl DiskStore {
             unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         shared.init()?;
-        if size > 0 {
-            let c = &shared.counters;
-            log::info!(
-                "L2 file {} open in {:.1}s: {} items, {} bytes",
-                shared.path.display(),
-                started.elapsed().as_secs_f64(),
-                c.items.load(Ordering::Relaxed),
-                c.bytes.load(Ordering::Relaxed),
-            );
-        }
+        // A quick open stays out of the way (a failed start must be one line); a slow one (a
+        // large file's integrity check) has logged its progress and says when it is done.
+        let took = started.elapsed();
+        let level = if took >= OPEN_LOG_EVERY / 2 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        let c = &shared.counters;
+        log::log!(
+            level,
+            "L2 file {} open in {:.1}s: {} items, {} bytes ({size} bytes on disk)",
+            shared.path.display(),
+            took.as_secs_f64(),
+            c.items.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+        );
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ratmemcache-l2".into())
@@ -659,8 +661,8 @@ const OPEN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 fn open_db(path: &Path, page_cache: usize) -> Result<Database, Opened> {
     // The integrity check turns a file damaged outside redb into an error instead of a panic
     // deep in a later read; it reads the whole file once at startup. A panic is still caught,
-    // as a last line of defence.
-    // The check reads the whole file: a large one takes a while, so it reports its progress.
+    // as a last line of defence. On a large file that takes a while: it logs its progress
+    // every OPEN_LOG_EVERY.
     let shown = path.display().to_string();
     let next_log = std::cell::Cell::new(std::time::Instant::now() + OPEN_LOG_EVERY);
     let opened = std::panic::catch_unwind(|| {
