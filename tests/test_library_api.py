@@ -955,6 +955,8 @@ STAT_INT_KEYS = [
     "cas_badval",
     "touch_hits",
     "touch_misses",
+    "evicted_unfetched",
+    "expired_unfetched",
 ]
 
 

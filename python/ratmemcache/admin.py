@@ -316,6 +316,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         admin = self.server.admin
+        if admin.stopped:
+            # a kept-alive connection outliving the listener: the engine may be gone
+            self.close_connection = True
+            self._send(503, "text/plain; charset=utf-8", b"stopping\n")
+            return
         try:
             if path == "/metrics":
                 from prometheus_client.exposition import choose_encoder
@@ -368,6 +373,7 @@ class AdminServer:
         self.page = resources.files("ratmemcache").joinpath("status.html").read_bytes()
         self._http: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.stopped = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -396,6 +402,7 @@ class AdminServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket. Idempotent."""
+        self.stopped = True
         http, self._http = self._http, None
         if http is None:
             return
