@@ -233,6 +233,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct CommandTimer {
     enabled: bool,
+    /// The engine's histogram stripe this connection records into.
+    stripe: usize,
     kind: CmdKind,
     carried_ns: u64,
     step_start: Option<Instant>,
@@ -254,8 +256,10 @@ struct Run {
 impl CommandTimer {
     /// A connection's timer; it records nothing when the engine's histograms are off.
     pub fn new(engine: &Engine) -> CommandTimer {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         CommandTimer {
             enabled: engine.config.latency_histograms,
+            stripe: NEXT.fetch_add(1, Ordering::Relaxed) as usize % LATENCY_STRIPES,
             ..CommandTimer::default()
         }
     }
@@ -292,7 +296,7 @@ impl CommandTimer {
             let bucket = latency_bucket(ns);
             let run = &mut self.run;
             if run.count > 0 && (run.kind != self.kind || run.bucket != bucket) {
-                engine.record_run(run);
+                engine.record_run(self.stripe, run);
                 run.count = 0;
                 run.sum_ns = 0;
             }
@@ -311,7 +315,7 @@ impl CommandTimer {
     pub fn pause(&mut self, engine: &Engine) {
         self.last = None;
         if self.run.count > 0 {
-            engine.record_run(&self.run);
+            engine.record_run(self.stripe, &self.run);
             self.run.count = 0;
             self.run.sum_ns = 0;
         }
@@ -327,35 +331,17 @@ pub struct Engine {
     shutdown_requested: AtomicBool,
     verbosity: AtomicU32,
     pub counters: ServerCounters,
-    /// One set of histograms per stripe: a thread records into its own stripe, so I/O threads
-    /// don't contend for the same cache lines. A snapshot adds the stripes up.
+    /// One set of histograms per stripe: connections are spread over the stripes, so I/O threads
+    /// rarely contend for the same cache lines. A snapshot adds the stripes up.
     latency: Box<[LatencyStripe]>,
 }
 
-/// Stripes of the latency histograms (threads beyond this many share them).
+/// Stripes of the latency histograms (connections take them in turn).
 const LATENCY_STRIPES: usize = 16;
 
 #[derive(Default)]
 #[repr(align(128))]
 struct LatencyStripe([Histogram; CmdKind::ALL.len()]);
-
-/// This thread's stripe.
-#[inline]
-fn latency_stripe() -> usize {
-    use std::cell::Cell;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    thread_local! {
-        static STRIPE: Cell<u32> = const { Cell::new(u32::MAX) };
-    }
-    STRIPE.with(|s| {
-        let mut v = s.get();
-        if v == u32::MAX {
-            v = NEXT.fetch_add(1, Ordering::Relaxed) % LATENCY_STRIPES as u32;
-            s.set(v);
-        }
-        v as usize
-    })
-}
 
 impl Engine {
     pub fn new(cache: Arc<Tiered>, config: EngineConfig) -> Engine {
@@ -374,15 +360,9 @@ impl Engine {
         }
     }
 
-    /// Records a request of `kind` that took `ns` nanoseconds.
     #[inline]
-    pub fn record_latency(&self, kind: CmdKind, ns: u64) {
-        self.latency[latency_stripe()].0[kind as usize].record(ns);
-    }
-
-    #[inline]
-    fn record_run(&self, run: &Run) {
-        let h = &self.latency[latency_stripe()].0[run.kind as usize];
+    fn record_run(&self, stripe: usize, run: &Run) {
+        let h = &self.latency[stripe].0[run.kind as usize];
         h.counts[run.bucket].fetch_add(run.count, Ordering::Relaxed);
         h.sum_ns.fetch_add(run.sum_ns, Ordering::Relaxed);
     }
