@@ -433,4 +433,9 @@ def start_admin(engine: StatsSource, host: str, port: int, *, io_engine: str = "
         "admin HTTP listener on http://%s/ (/metrics, /api/stats)",
         f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}",
     )
+    if host in ("0.0.0.0", "::"):
+        log.warning(
+            "the admin HTTP listener is on all interfaces and has no authentication: anyone who "
+            "can reach this host can read the server's statistics"
+        )
     return admin
