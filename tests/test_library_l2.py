@@ -145,3 +145,34 @@ def test_disk_reads_release_the_gil(tmp_path: Path) -> None:
         t.join()
         assert reads >= 1
         assert hot > 10_000, f"{hot} L1 hits in 1s beside {reads} large disk reads"
+
+
+def test_the_warm_up_logs_its_progress(tmp_path: Path) -> None:
+    """The core's log records (through pyo3-log) say when the warm-up starts and how it ended.
+
+    In a fresh interpreter: pyo3-log caches each logger's level at its first record."""
+    import subprocess
+    import sys
+
+    script = f"""
+import logging, time, ratmemcache
+logging.basicConfig(level=logging.INFO, format="%(name)s|%(message)s")
+c = ratmemcache.Cache(l2_dir={str(tmp_path)!r})
+c.set_many({{f"k{{i}}": b"v" * 10 for i in range(1000)}})
+c.close()
+c = ratmemcache.Cache(l2_dir={str(tmp_path)!r})
+deadline = time.monotonic() + 30
+while c.stats()["l2_warmup_running"] and time.monotonic() < deadline:
+    time.sleep(0.02)
+c.close()
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = [
+        ln.split("|", 1)[1] for ln in p.stderr.splitlines() if ln.startswith("ratmemcache.tiered|")
+    ]
+    assert "L2 warm-up: loading up to 1000 items into L1, most recent first" in lines, p.stderr
+    done = [m for m in lines if m.startswith("L2 warm-up done: ")]
+    assert len(done) == 1 and done[0].startswith(
+        "L2 warm-up done: 1000/1000 items read, 1000 loaded into L1, in "
+    ), p.stderr

@@ -246,7 +246,6 @@ class CacheModel(RuleBasedStateMachine):
     def incr_decr(self, key: str | bytes, delta: int, up: bool) -> None:
         e = self.live(key)
         op = self.cache.incr if up else self.cache.decr
-        self.counts["cmd_set"] += 1
         name = "incr" if up else "decr"
         if e is None:
             assert op(key, delta) is None

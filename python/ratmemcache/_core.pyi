@@ -9,6 +9,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "ENTRY_OVERHEAD",
     "FLAG_SERIALIZED",
+    "LATENCY_BUCKET_BOUNDS_NS",
     "POLICIES",
     "Cache",
     "Engine",
@@ -29,6 +30,8 @@ class _Serializer(Protocol):
 __version__: str
 FLAG_SERIALIZED: int
 ENTRY_OVERHEAD: int
+#: Upper bounds (ns) of the latency buckets but the last, unbounded one: 256, 512, ... 2**34.
+LATENCY_BUCKET_BOUNDS_NS: list[int]
 POLICIES: list[str]
 
 @final
@@ -144,6 +147,10 @@ class Engine:
     @property
     def max_item_size(self) -> int: ...
     def stats(self) -> dict[str, str]: ...
+    def latency(self) -> dict[str, tuple[list[int], int]]:
+        """Per kind of command (get, set, delete, incr_decr, touch, meta, other): the
+        per-bucket counts (bounds in ``LATENCY_BUCKET_BOUNDS_NS``, then one unbounded bucket)
+        and the total time in nanoseconds."""
 
 @final
 class Session:

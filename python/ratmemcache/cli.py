@@ -249,6 +249,12 @@ def _absolute(config: Config) -> None:
     help="Write the pid here (atomically); removed on exit.",
 )
 @click.option(
+    "--admin-port",
+    type=int,
+    help="Serve /metrics, /api/stats and a status page over HTTP on this port (0 = off).",
+)
+@click.option("--admin-bind", help="Address of the HTTP admin listener (default 127.0.0.1).")
+@click.option(
     "--print-config", is_flag=True, help="Print the effective configuration as TOML and exit."
 )
 @click.version_option(
@@ -277,6 +283,8 @@ def cli(
     verbose: int,
     daemon: bool,
     pid_file: Path | None,
+    admin_port: int | None,
+    admin_bind: str | None,
     print_config: bool,
 ) -> None:
     """ratmemcached: a memcached-compatible cache server with a Rust core."""
@@ -337,6 +345,10 @@ def cli(
                 overrides["server.sasl_pwdb|--sasl-pwdb"] = sasl_pwdb
             if pid_file is not None:
                 overrides["server.pid_file|--pid-file"] = str(pid_file)
+            if admin_port is not None:
+                overrides["admin.http_port|--admin-port"] = admin_port
+            if admin_bind is not None:
+                overrides["admin.http_bind|--admin-bind"] = admin_bind
             overrides.update(_extended_overrides(extended, logging.getLogger("ratmemcache.config")))
             if verbose:
                 overrides["logging.enable_logging|-v"] = True

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine
 
 __all__ = [
+    "AdminConfig",
     "CompressionConfig",
     "Config",
     "L1Config",
@@ -566,6 +567,27 @@ class LoggingConfig(Section):
     )
 
 
+@dataclass
+class AdminConfig(Section):
+    """``[admin]``: the optional HTTP listener for monitoring (``/metrics``, a status page)."""
+
+    TABLE: ClassVar[str] = "admin"
+
+    http_port: int = setting(
+        0,
+        "int",
+        "Serve /metrics (Prometheus), /api/stats (JSON) and a status page at / over HTTP on "
+        "this port. 0 = off. It has no authentication: keep it on loopback or a private network.",
+        minimum=0,
+        maximum=65535,
+    )
+    http_bind: str = setting(
+        "127.0.0.1",
+        "str",
+        "Address the HTTP admin listener binds to (when http_port is set).",
+    )
+
+
 # Alias spellings: (table, key) -> (table, key). Cross-table aliases exist because the original
 # moved some keys between tables over its history (its [l2] once held the compression knobs).
 ALIASES: dict[tuple[str, str], tuple[str, str]] = {
@@ -640,6 +662,7 @@ class Config:
     ttl: TtlConfig = field(default_factory=TtlConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def sections(self) -> Iterator[Section]:
         for f in fields(self):
@@ -693,6 +716,19 @@ class Config:
             )
         if self.l1.shards and self.l1.shards & (self.l1.shards - 1):
             raise ConfigError(f"[l1] shards: expected a power of two or 0, got {self.l1.shards}")
+        a = self.admin
+        if not a.http_bind.strip():
+            raise ConfigError('[admin] http_bind: expected an address such as "127.0.0.1", got ""')
+        if (
+            a.http_port
+            and a.http_port == s.port
+            and s.port != 0
+            and _same_host(a.http_bind, s.bind)
+        ):
+            raise ConfigError(
+                f"[admin] http_port: {a.http_port} is also [server] port; the HTTP admin "
+                "listener needs a port of its own"
+            )
 
     def check_available(self) -> None:
         """Refuse settings that this build parses but cannot honour yet, with one clear line.
@@ -722,6 +758,12 @@ class Config:
                     '[server] engine = "native": this build has no native engine (it was built '
                     'without the "native" feature); use engine = "anyio"'
                 )
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Two bind addresses that would collide on one port (a wildcard collides with anything)."""
+    wild = ("0.0.0.0", "::", "")
+    return a.strip() == b.strip() or a.strip() in wild or b.strip() in wild
 
 
 def _to_toml_value(spec: Spec, value: Any) -> Any:

@@ -52,6 +52,7 @@ from ratmemcache.server import (
 
 if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine, NativeServer
+    from ratmemcache.admin import AdminServer
 
 __all__ = ["NativeHandle", "run_native", "serve_native"]
 
@@ -79,12 +80,15 @@ class NativeHandle:
         *,
         own_cache: bool,
         switches: LogSwitches,
+        admin: AdminServer | None = None,
     ) -> None:
         self.config = config
         self.server = server
         self.engine = engine
         self.cache = cache
         self.switches = switches
+        #: The HTTP admin listener (``[admin] http_port``), or None.
+        self.admin = admin
         self.unix_socket = config.server.unix_socket
         self._own_cache = own_cache
         self._lock = threading.Lock()
@@ -146,6 +150,8 @@ class NativeHandle:
                 self.server.connection_count,
                 self.config.server.shutdown_grace,
             )
+        if self.admin is not None:
+            self.admin.stop()
         self.server.close()
         self.flush_events()
         if self.switches.audit:
@@ -265,6 +271,7 @@ def start_native(
             ) from None
         raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
     own_cache = cache is None
+    admin: AdminServer | None = None
     try:
         if cache is None:
             try:
@@ -272,13 +279,23 @@ def start_native(
             except PersistenceError as e:
                 raise ServerStartError(str(e)) from None
         engine = build_engine(config, cache, port=server.port)
+        if config.admin.http_port:
+            from ratmemcache.admin import start_admin
+
+            admin = start_admin(
+                engine, config.admin.http_bind, config.admin.http_port, io_engine="native"
+            )
         server.start(engine)
     except BaseException:
+        if admin is not None:
+            admin.stop()
         server.close()
         if own_cache and cache is not None:
             cache.close()
         raise
-    handle = NativeHandle(config, server, engine, cache, own_cache=own_cache, switches=sw)
+    handle = NativeHandle(
+        config, server, engine, cache, own_cache=own_cache, switches=sw, admin=admin
+    )
     _log_startup(handle, given_cache=not own_cache)
     return handle
 
@@ -326,9 +343,9 @@ def serve_native(
         ...
         server.stop()                 # graceful; the cache stays open
 
-    ``options`` are ``[server]`` and ``[performance]`` keys (``max_connections=``,
-    ``idle_timeout=``, ``unix_socket=``, ``worker_threads=``, ``max_item_size=`` ...). ``port=0``
-    picks a free port.
+    ``options`` are ``[server]``, ``[performance]`` and ``[admin]`` keys (``max_connections=``,
+    ``idle_timeout=``, ``unix_socket=``, ``worker_threads=``, ``max_item_size=``, ``http_port=``
+    ...). ``port=0`` picks a free port.
     """
     cfg = config if config is not None else Config()
     overrides: dict[str, Any] = {

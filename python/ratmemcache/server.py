@@ -36,6 +36,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ratmemcache.config import (
+    AdminConfig,
     Config,
     PerformanceConfig,
     ServerConfig,
@@ -56,6 +57,7 @@ from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine
+    from ratmemcache.admin import AdminServer
 
 __all__ = ["Server", "ServerStartError", "anyio_backend_options", "run", "serve"]
 
@@ -116,6 +118,8 @@ class Server:
         self._given_cache = cache
         self._cache: Cache | None = cache
         self._engine: Engine | None = None
+        #: The HTTP admin listener, while serving with ``[admin] http_port`` set.
+        self.admin: AdminServer | None = None
         self.handle_signals = handle_signals
         self.switches = LogSwitches.from_config(self.config.logging)
         self._conns: set[ConnectionState] = set()
@@ -220,6 +224,12 @@ class Server:
             self._engine = build_engine(cfg, self._cache, port=self.addresses[0][1])
             self._tls = build_tls_context(cfg)
             self._log_startup()
+            if cfg.admin.http_port:
+                from ratmemcache.admin import start_admin
+
+                self.admin = start_admin(
+                    self._engine, cfg.admin.http_bind, cfg.admin.http_port, io_engine="anyio"
+                )
             options = ConnectionOptions(
                 read_size=cfg.performance.read_size,
                 offload_threshold=cfg.performance.offload_threshold,
@@ -258,6 +268,9 @@ class Server:
             if self.switches.audit:
                 audit_log.info("stopped")
         finally:
+            if self.admin is not None:
+                self.admin.stop()
+                self.admin = None
             await _close_all(listeners)
             self._remove_unix_socket()
             if own_cache and self._cache is not None:
@@ -589,7 +602,7 @@ def anyio_backend_options() -> tuple[str, dict[str, Any]]:
 # Entry points
 # ----------------------------------------------------------------------------------------------
 
-_SERVE_OPTION_TABLES = (ServerConfig, PerformanceConfig)
+_SERVE_OPTION_TABLES = (ServerConfig, PerformanceConfig, AdminConfig)
 
 
 def _option_table(name: str) -> str | None:
@@ -625,9 +638,9 @@ async def serve(
             print("memcached protocol on port", server.port)
             cache.set("config", b"...")   # visible to network clients at once
 
-    ``options`` are ``[server]`` and ``[performance]`` keys (``max_connections=``,
-    ``idle_timeout=``, ``unix_socket=``, ``max_item_size=``, ``read_size=`` ...). ``port=0`` picks a
-    free port. Cancelling the task closes the server (not the cache); so does
+    ``options`` are ``[server]``, ``[performance]`` and ``[admin]`` keys (``max_connections=``,
+    ``idle_timeout=``, ``unix_socket=``, ``max_item_size=``, ``read_size=``, ``http_port=`` ...).
+    ``port=0`` picks a free port. Cancelling the task closes the server (not the cache); so does
     ``server.request_shutdown()``, gracefully.
     """
     cfg = config if config is not None else Config()

@@ -849,8 +849,14 @@ impl Tiered {
         }
     }
 
-    /// One warm-up step: loads the next keys after `cursor`. `None` when finished.
-    fn warm_step(&self, cursor: Option<(u64, Vec<u8>)>, full: &mut u32) -> Option<(u64, Vec<u8>)> {
+    /// One warm-up step: loads the next keys after `cursor`, adding how many it looked at to
+    /// `seen`. `None` when finished.
+    fn warm_step(
+        &self,
+        cursor: Option<(u64, Vec<u8>)>,
+        full: &mut u32,
+        seen: &mut u64,
+    ) -> Option<(u64, Vec<u8>)> {
         let l2 = self.l2.as_ref()?;
         let keys = match l2.disk.recent_keys(cursor.as_ref(), WARM_STEP) {
             Ok(k) => k,
@@ -864,6 +870,7 @@ impl Tiered {
             if l2.warm.stop.load(Ordering::Relaxed) {
                 return None;
             }
+            *seen += 1;
             let _g = self.stripe(l2, key);
             if self.l1.contains(key) {
                 continue;
@@ -891,29 +898,57 @@ impl Tiered {
     }
 }
 
+/// How often the warm-up reports its progress.
+const WARM_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn warm_up(weak: Weak<Tiered>) {
     let started = std::time::Instant::now();
+    let total = match weak.upgrade() {
+        Some(t) => t.l2.as_ref().map_or(0, |l2| l2.disk.stats().items),
+        None => return,
+    };
+    log::info!("L2 warm-up: loading up to {total} items into L1, most recent first");
     let mut cursor = None;
     let mut full = 0;
-    let mut next_log = 100_000;
+    let mut seen = 0;
+    let mut next_log = started + WARM_LOG_EVERY;
     loop {
         let Some(t) = weak.upgrade() else { return };
-        cursor = t.warm_step(cursor, &mut full);
+        cursor = t.warm_step(cursor, &mut full, &mut seen);
         let l2 = t.l2.as_ref().expect("warm-up needs an L2");
         let loaded = l2.warm.loaded.load(Ordering::Relaxed);
         if cursor.is_none() {
             l2.warm.running.store(false, Ordering::Relaxed);
+            let why = if l2.warm.stop.load(Ordering::Relaxed) {
+                " (stopped: the cache is closing)"
+            } else if full >= WARM_FULL_AFTER {
+                " (the L1 is full)"
+            } else {
+                ""
+            };
             log::info!(
-                "L2 warm-up done: {loaded} items loaded into L1 in {:.1}s",
+                "L2 warm-up done: {seen}/{total} items read, {loaded} loaded into L1, in \
+                 {:.1}s{why}",
                 started.elapsed().as_secs_f64()
             );
             return;
         }
-        if loaded >= next_log {
-            next_log += 100_000;
-            log::info!("L2 warm-up: {loaded} items loaded into L1 so far");
+        let now = std::time::Instant::now();
+        if now >= next_log {
+            next_log = now + WARM_LOG_EVERY;
+            log::info!("{}", warm_progress(seen, total, loaded));
         }
     }
+}
+
+/// The periodic warm-up line: "L2 warm-up: N/M items, X% (K loaded into L1)".
+fn warm_progress(seen: u64, total: u64, loaded: u64) -> String {
+    let pct = if total == 0 {
+        100.0
+    } else {
+        (seen as f64 * 100.0 / total as f64).min(100.0)
+    };
+    format!("L2 warm-up: {seen}/{total} items, {pct:.0}% ({loaded} loaded into L1)")
 }
 
 impl Drop for Tiered {
@@ -923,5 +958,24 @@ impl Drop for Tiered {
                 log::error!("closing the L2: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_progress;
+
+    #[test]
+    fn warm_up_progress_reads_n_of_m() {
+        assert_eq!(
+            warm_progress(250, 1000, 200),
+            "L2 warm-up: 250/1000 items, 25% (200 loaded into L1)"
+        );
+        assert_eq!(
+            warm_progress(0, 0, 0),
+            "L2 warm-up: 0/0 items, 100% (0 loaded into L1)"
+        );
+        // records written while it runs can make it read more than it counted at the start
+        assert!(warm_progress(1200, 1000, 1000).contains("100%"));
     }
 }

@@ -388,21 +388,17 @@ impl Cache {
         out
     }
 
-    /// Get-and-touch: a counted read that also sets a new lifetime.
+    /// Get-and-touch: a read that also sets a new lifetime. As in memcached, it counts as a touch
+    /// (`touch_hits`/`touch_misses`, so `cmd_touch`), not as a get, and it moves the entry as a
+    /// read does.
     pub fn get_and_touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
         let now = self.now_ms();
         let deadline = self.deadline(ttl, now);
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = {
-            let mut s = shard.lock();
-            let hit = s.get_with(h, key, now, |_| ()).is_some();
-            if hit {
-                s.touch(h, key, deadline, now, &mut dropped)
-            } else {
-                None
-            }
-        };
+        let out = shard
+            .lock()
+            .touch_ext(h, key, deadline, now, true, &mut dropped);
         self.release(key, dropped);
         out
     }

@@ -305,10 +305,33 @@ impl Shard {
         if self.entry(slot).is_live(now) {
             Some(slot)
         } else {
-            self.remove_slot(slot, RemoveReason::Deleted);
-            self.counters.expirations += 1;
+            self.expire_slot(slot);
             None
         }
+    }
+
+    /// Removes an entry whose deadline passed, counting it.
+    fn expire_slot(&mut self, slot: u32) -> Entry {
+        self.counters.expirations += 1;
+        self.remove_slot(slot, RemoveReason::Deleted)
+    }
+
+    /// A store whose deadline had already passed: memcached stores the item and it expires,
+    /// unread, at once; the counters say the same.
+    fn count_born_expired(&mut self) {
+        self.counters.total_items += 1;
+        self.counters.expirations += 1;
+        self.counters.expired_unfetched += 1;
+    }
+
+    /// Removes the policy's victim to make room, counting it (and whether it was ever read).
+    fn evict_slot(&mut self, slot: u32) -> Entry {
+        let e = self.remove_slot(slot, RemoveReason::Evicted);
+        self.counters.evictions += 1;
+        if !e.meta.has(EntryMeta::FETCHED) {
+            self.counters.evicted_unfetched += 1;
+        }
+        e
     }
 
     fn remove_slot(&mut self, slot: u32, why: RemoveReason) -> Entry {
@@ -337,8 +360,7 @@ impl Shard {
     fn make_room(&mut self, extra_bytes: u64, extra_entries: u64, evicted: &mut Vec<Entry>) {
         while self.len > 0 && self.over_limits(extra_bytes, extra_entries) {
             let Some(v) = self.policy.victim() else { break };
-            evicted.push(self.remove_slot(v, RemoveReason::Evicted));
-            self.counters.evictions += 1;
+            evicted.push(self.evict_slot(v));
         }
     }
 
@@ -358,8 +380,7 @@ impl Shard {
         self.policy.remove(slot, info, RemoveReason::Deleted);
         while self.over_limits(0, 0) {
             let Some(v) = self.policy.victim() else { break };
-            evicted.push(self.remove_slot(v, RemoveReason::Evicted));
-            self.counters.evictions += 1;
+            evicted.push(self.evict_slot(v));
         }
         self.policy.insert(slot, info);
     }
@@ -535,6 +556,7 @@ impl Shard {
                 };
                 let Some(deadline) = expires_at else {
                     evicted.push(self.remove_slot(s, RemoveReason::Deleted));
+                    self.count_born_expired();
                     return StoreOutcome::Stored(self.next_cas());
                 };
                 let cas = self.overwrite(s, value, flags, deadline, meta_flags, now);
@@ -543,6 +565,7 @@ impl Shard {
             }
             None => {
                 let Some(deadline) = expires_at else {
+                    self.count_born_expired();
                     return StoreOutcome::Stored(self.next_cas());
                 };
                 let charge = self.charge(key.len(), value.len());
@@ -573,8 +596,7 @@ impl Shard {
         let slot = match found {
             Some(s) if self.entry(s).is_live(now) => s,
             Some(s) => {
-                self.remove_slot(s, RemoveReason::Deleted);
-                self.counters.expirations += 1;
+                self.expire_slot(s);
                 self.counters.get_expired += 1;
                 self.counters.get_misses += 1;
                 return None;
@@ -605,11 +627,27 @@ impl Shard {
         now: u64,
         evicted: &mut Vec<Entry>,
     ) -> Option<Item> {
+        self.touch_ext(hash, key, expires_at, now, false, evicted)
+    }
+
+    /// `touch`, and with `read` the entry also moves as a read moves it (get-and-touch).
+    pub(crate) fn touch_ext(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        expires_at: Option<u64>,
+        now: u64,
+        read: bool,
+        evicted: &mut Vec<Entry>,
+    ) -> Option<Item> {
         let Some(s) = self.find_live(hash, key, now) else {
             self.counters.touch_misses += 1;
             return None;
         };
         self.counters.touch_hits += 1;
+        if read {
+            self.policy.touch(s);
+        }
         let item = item_of(self.entry(s));
         match expires_at {
             None => evicted.push(self.remove_slot(s, RemoveReason::Deleted)),
@@ -651,7 +689,6 @@ impl Shard {
     /// memcached's incr/decr: the value must be a decimal u64; incr wraps at 2^64, decr stops
     /// at 0, and a result shorter than the old value is padded with spaces to the old length.
     pub(crate) fn delta(&mut self, hash: u64, key: &[u8], delta: Delta, now: u64) -> DeltaOutcome {
-        self.counters.cmd_set += 1;
         let Some(s) = self.find_live(hash, key, now) else {
             self.count_delta_miss(delta);
             return DeltaOutcome::NotFound;
@@ -695,7 +732,12 @@ impl Shard {
         if digits.len() < old_len {
             digits.resize(old_len, b' ');
         }
+        let grew = digits.len() > old_len;
         let cas = self.overwrite(s, &digits, flags, exp, meta_flags, now);
+        if !grew {
+            // Rewritten in place: memcached counts no new item (`total_items`).
+            self.counters.total_items -= 1;
+        }
         let mut evicted = Vec::new();
         self.fit_after_growth(s, &mut evicted);
         Some((new, cas))
@@ -805,8 +847,7 @@ impl Shard {
         let live = match found {
             Some(s) if self.entry(s).is_live(now) => Some(s),
             Some(s) => {
-                evicted.push(self.remove_slot(s, RemoveReason::Deleted));
-                self.counters.expirations += 1;
+                evicted.push(self.expire_slot(s));
                 self.counters.get_expired += 1;
                 None
             }
@@ -910,7 +951,6 @@ impl Shard {
         evicted: &mut Vec<Entry>,
         f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
     ) -> MetaDelta<R> {
-        self.counters.cmd_set += 1;
         let (slot, number, created) = match self.find_live(hash, key, now) {
             None => {
                 let Some(initial) = vivify else {
@@ -1040,8 +1080,13 @@ impl Shard {
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
             if self.slots[i].as_ref().is_some_and(|e| !e.is_live(now)) {
-                evicted.push(self.remove_slot(i as u32, RemoveReason::Deleted));
-                self.counters.expirations += 1;
+                let e = self.expire_slot(i as u32);
+                // As memcached's LRU crawler: an expired item reclaimed in the background
+                // counts as unfetched if it was never read (a lookup that meets it does not).
+                if !e.meta.has(EntryMeta::FETCHED) {
+                    self.counters.expired_unfetched += 1;
+                }
+                evicted.push(e);
                 reclaimed += 1;
             }
         }

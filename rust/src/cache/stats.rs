@@ -10,8 +10,10 @@ pub struct Counters {
     pub get_misses: u64,
     /// Reads that found an entry past its deadline (also counted in `get_misses`).
     pub get_expired: u64,
-    /// Store commands of every kind (set, add, replace, append, prepend, cas, incr, decr).
+    /// Store commands of every kind (set, add, replace, append, prepend, cas), as memcached
+    /// counts them: incr and decr are not stores there.
     pub cmd_set: u64,
+    /// Items written as new (stores, and incr/decr results that outgrew the old value).
     pub total_items: u64,
     pub delete_hits: u64,
     pub delete_misses: u64,
@@ -28,6 +30,12 @@ pub struct Counters {
     pub evictions: u64,
     /// Entries removed because their deadline passed (lazily or by the sweep).
     pub expirations: u64,
+    /// Evicted entries that were never read (memcached's `evicted_unfetched`).
+    pub evicted_unfetched: u64,
+    /// Expired entries that were never read, reclaimed by the background sweep, and stores
+    /// whose deadline had already passed (memcached's `expired_unfetched`: its LRU crawler's
+    /// count; a lookup that meets an expired item counts `get_expired` or a miss instead).
+    pub expired_unfetched: u64,
 }
 
 impl AddAssign for Counters {
@@ -50,6 +58,8 @@ impl AddAssign for Counters {
         self.touch_misses += o.touch_misses;
         self.evictions += o.evictions;
         self.expirations += o.expirations;
+        self.evicted_unfetched += o.evicted_unfetched;
+        self.expired_unfetched += o.expired_unfetched;
     }
 }
 

@@ -582,3 +582,61 @@ fn limits_split_exactly_across_shards() {
     }
     ok(&c);
 }
+
+#[test]
+fn counters_follow_memcached_for_unfetched_items_gat_and_incr() {
+    let (c, clock) = cache_with(PolicyKind::Lru, 2, 0);
+    set_ttl(&c, "short", Ttl::After(1_000));
+    set(&c, "read", "1");
+    assert!(get(&c, "read").is_some());
+    clock.advance(2_000);
+    assert_eq!(get(&c, "short"), None); // expired, never read, met by a lookup
+    set(&c, "a", "1");
+    set(&c, "b", "1"); // evicts "read" (fetched), then ...
+    set(&c, "c", "1"); // ... "a" (never fetched)
+    let s = c.stats().counters;
+    assert_eq!((s.expirations, s.expired_unfetched), (1, 0));
+    assert_eq!((s.evictions, s.evicted_unfetched), (2, 1));
+    set_ttl(&c, "swept", Ttl::After(1_000));
+    clock.advance(2_000);
+    assert_eq!(c.sweep_expired(), 1); // reclaimed in the background, never read
+    let s = c.stats().counters;
+    assert_eq!((s.expirations, s.expired_unfetched), (2, 1));
+
+    // an already-expired store: stored, then expired unread at once
+    c.store(b"gone", b"x", 0, Ttl::Expired, StoreMode::Set)
+        .unwrap();
+    let s = c.stats().counters;
+    assert_eq!((s.total_items, s.expired_unfetched), (7, 2));
+
+    // get-and-touch counts as a touch, not a get
+    let before = c.stats().counters;
+    assert!(c.get_and_touch(b"c", Ttl::Never).is_some());
+    assert!(c.get_and_touch(b"nope", Ttl::Never).is_none());
+    let s = c.stats().counters;
+    assert_eq!((s.touch_hits, s.touch_misses), (1, 1));
+    assert_eq!(
+        (s.get_hits, s.get_misses),
+        (before.get_hits, before.get_misses)
+    );
+
+    // incr and decr are not stores; in place they make no new item
+    let before = c.stats().counters;
+    assert!(matches!(
+        c.delta(b"c", Delta::Incr(1)),
+        DeltaOutcome::Value(2, _)
+    ));
+    let s = c.stats().counters;
+    assert_eq!(
+        (s.cmd_set, s.total_items),
+        (before.cmd_set, before.total_items)
+    );
+    set(&c, "c", "9");
+    let before = c.stats().counters;
+    assert!(matches!(
+        c.delta(b"c", Delta::Incr(1)),
+        DeltaOutcome::Value(10, _)
+    ));
+    assert_eq!(c.stats().counters.total_items, before.total_items + 1); // it grew
+    ok(&c);
+}

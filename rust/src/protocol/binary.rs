@@ -126,6 +126,13 @@ pub(crate) struct BinaryState {
     sasl: sasl::SaslState,
 }
 
+impl BinaryState {
+    /// The next step reads a request header (not the body of a refused request).
+    pub(crate) fn at_header(&self) -> bool {
+        self.swallow == 0
+    }
+}
+
 /// A request header, in host order. The opaque is echoed verbatim, so it stays as bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {

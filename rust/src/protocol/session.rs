@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::limits::REPLY_BUDGET;
 use super::{auth, binary, text};
-use crate::engine::Engine;
+use crate::engine::{CmdKind, CommandTimer, Engine};
 
 /// What one step of a protocol handler achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,7 @@ pub struct Session {
     more: bool,
     /// Set while a text connection has yet to pass ASCII auth (the server has an authfile).
     auth: Option<auth::AuthState>,
+    timer: CommandTimer,
 }
 
 impl Session {
@@ -58,6 +59,7 @@ impl Session {
                 .auth
                 .as_ref()
                 .map(|_| auth::AuthState::default()),
+            timer: CommandTimer::new(&engine),
             engine,
             buf: BytesMut::new(),
             proto: Proto::Unknown,
@@ -137,6 +139,8 @@ impl Session {
             if out.len() - written_before + self.text.splices.len >= REPLY_BUDGET {
                 // Send this first; the engine feeds again (with no new bytes) after sending.
                 self.more = true;
+                let yields = &self.engine.counters.conn_yields;
+                yields.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 break false;
             }
             if self.proto == Proto::Unknown {
@@ -173,8 +177,28 @@ impl Session {
             }
             let p = match self.proto {
                 Proto::Unknown => unreachable!("picked above"),
-                Proto::Text => text::step(&mut self.text, &self.engine, &mut self.buf, out),
-                Proto::Binary => binary::step(&mut self.binary, &self.engine, &mut self.buf, out),
+                Proto::Text => {
+                    let starts = self.text.at_line().then(|| CmdKind::of_text(&self.buf));
+                    self.timer.begin(starts);
+                    let p = text::step(&mut self.text, &self.engine, &mut self.buf, out);
+                    self.timer
+                        .end(&self.engine, p != Progress::NeedMore, self.text.at_line());
+                    p
+                }
+                Proto::Binary => {
+                    let starts = self
+                        .binary
+                        .at_header()
+                        .then(|| CmdKind::of_binary(&self.buf));
+                    self.timer.begin(starts);
+                    let p = binary::step(&mut self.binary, &self.engine, &mut self.buf, out);
+                    self.timer.end(
+                        &self.engine,
+                        p != Progress::NeedMore,
+                        self.binary.at_header(),
+                    );
+                    p
+                }
             };
             match p {
                 Progress::NeedMore => break false,
@@ -182,6 +206,7 @@ impl Session {
                 Progress::Close => break true,
             }
         };
+        self.timer.pause(&self.engine);
         self.engine.counters.bytes_written.fetch_add(
             (out.len() - written_before + self.text.splices.len) as u64,
             std::sync::atomic::Ordering::Relaxed,

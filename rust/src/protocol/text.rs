@@ -129,6 +129,13 @@ impl SpliceSink {
     }
 }
 
+impl TextState {
+    /// The next step reads a command line (not a data block or bytes to discard).
+    pub(crate) fn at_line(&self) -> bool {
+        matches!(self.wait, Wait::Line)
+    }
+}
+
 /// One step: answer one line, complete one data block, or discard swallowed bytes.
 pub(crate) fn step(
     st: &mut TextState,
@@ -235,10 +242,11 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
         return Progress::Again;
     }
     if cmd.len() == 2 && cmd[0] == b'm' {
-        engine
-            .counters
-            .cmd_meta
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // memcached's cmd_meta counts `me` (meta debug) only; mg, ms... count as gets, sets...
+        engine.counters.cmd_meta.fetch_add(
+            u64::from(cmd[1] == b'e'),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         return wait_for(st, meta::command(cmd[1], args, engine, out), Pending::Meta);
     }
     let ok = |lo: usize, hi: usize| (lo..=hi).contains(&n);
@@ -624,8 +632,9 @@ fn stats(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
                     ("number", s.curr_items),
                     ("evicted", s.counters.evictions),
                     ("reclaimed", s.counters.expirations),
-                    ("expired_unfetched", 0),
-                    ("evicted_unfetched", 0),
+                    ("mem_requested", s.payload_bytes),
+                    ("expired_unfetched", s.counters.expired_unfetched),
+                    ("evicted_unfetched", s.counters.evicted_unfetched),
                 ] {
                     stat_line(out, &format!("items:1:{k}"), &v.to_string());
                 }

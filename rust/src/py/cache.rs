@@ -715,6 +715,8 @@ impl PyCache {
             ("cas_badval", c.cas_badval),
             ("touch_hits", c.touch_hits),
             ("touch_misses", c.touch_misses),
+            ("evicted_unfetched", c.evicted_unfetched),
+            ("expired_unfetched", c.expired_unfetched),
         ] {
             d.set_item(k, v)?;
         }

@@ -59,6 +59,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<native::PyNativeServer>()?;
     m.add("FLAG_SERIALIZED", cache::FLAG_SERIALIZED)?;
     m.add("ENTRY_OVERHEAD", crate::cache::ENTRY_OVERHEAD)?;
+    m.add("LATENCY_BUCKET_BOUNDS_NS", server::latency_bounds())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "POLICIES",

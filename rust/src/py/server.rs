@@ -11,7 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::cache::PyCache;
-use crate::engine::{Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, MAX_ITEM_SIZE_LIMIT};
+use crate::engine::{
+    latency_bucket_bound_ns, Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, LATENCY_BUCKETS,
+    MAX_ITEM_SIZE_LIMIT,
+};
 use crate::protocol::limits::LARGE_FEED;
 use crate::protocol::{Credentials, Session};
 
@@ -61,6 +64,9 @@ impl PyEngine {
             test_hooks: std::env::var_os("RATMEMCACHE_TEST_HOOKS").is_some_and(|v| v == "1"),
             auth: auth.map(|users| Arc::new(Credentials::new(users))),
             sasl: sasl.map(|users| Arc::new(Credentials::new(users))),
+            // On unless RATMEMCACHE_LATENCY_HISTOGRAMS=0, which exists to measure what they cost.
+            latency_histograms: std::env::var_os("RATMEMCACHE_LATENCY_HISTOGRAMS")
+                .is_none_or(|v| v != "0"),
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
@@ -109,6 +115,25 @@ impl PyEngine {
         }
         Ok(d)
     }
+
+    /// The latency histograms, by kind of command: `{kind: (counts, sum_ns)}`, where
+    /// `counts[i]` (not cumulative) is the number of commands that took at most
+    /// `LATENCY_BUCKET_BOUNDS_NS[i]` ns and more than the bound before it; the last count is
+    /// those slower than every bound.
+    fn latency<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (kind, h) in self.engine.latency_snapshot() {
+            d.set_item(kind.name(), (h.counts.to_vec(), h.sum_ns))?;
+        }
+        Ok(d)
+    }
+}
+
+/// The upper bounds, in nanoseconds, of every latency bucket but the last (unbounded) one.
+pub(crate) fn latency_bounds() -> Vec<u64> {
+    (0..LATENCY_BUCKETS)
+        .filter_map(latency_bucket_bound_ns)
+        .collect()
 }
 
 #[pyclass(module = "ratmemcache._core", name = "Session")]

@@ -266,6 +266,9 @@ impl DiskStore {
                 ))
             })?;
         }
+        let started = std::time::Instant::now();
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        log::debug!("opening the L2 file {} ({size} bytes)", path.display());
         let db = match open_db(&path, cfg.page_cache) {
             Ok(db) => db,
             Err(Opened::Corrupt(why)) if cfg.on_corruption == OnCorruption::Reset => {
@@ -295,6 +298,23 @@ impl DiskStore {
             unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         shared.init()?;
+        // A quick open stays out of the way (a failed start must be one line); a slow one (a
+        // large file's integrity check) has logged its progress and says when it is done.
+        let took = started.elapsed();
+        let level = if took >= OPEN_LOG_EVERY / 2 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        let c = &shared.counters;
+        log::log!(
+            level,
+            "L2 file {} open in {:.1}s: {} items, {} bytes ({size} bytes on disk)",
+            shared.path.display(),
+            took.as_secs_f64(),
+            c.items.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+        );
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ratmemcache-l2".into())
@@ -642,14 +662,30 @@ impl Opened {
     }
 }
 
+/// How often a long integrity check at open reports its progress.
+const OPEN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn open_db(path: &Path, page_cache: usize) -> Result<Database, Opened> {
     // The integrity check turns a file damaged outside redb into an error instead of a panic
     // deep in a later read; it reads the whole file once at startup. A panic is still caught,
-    // as a last line of defence.
+    // as a last line of defence. On a large file that takes a while: it logs its progress
+    // every OPEN_LOG_EVERY.
+    let shown = path.display().to_string();
+    let next_log = std::cell::Cell::new(std::time::Instant::now() + OPEN_LOG_EVERY);
     let opened = std::panic::catch_unwind(|| {
         Database::builder()
             .set_cache_size(page_cache)
             .set_check_integrity_on_open(true)
+            .set_repair_callback(move |session| {
+                let now = std::time::Instant::now();
+                if now >= next_log.get() {
+                    next_log.set(now + OPEN_LOG_EVERY);
+                    log::info!(
+                        "checking the L2 file {shown}: {:.0}%",
+                        session.progress() * 100.0
+                    );
+                }
+            })
             .create(path)
     });
     match opened {
