@@ -137,7 +137,8 @@ def pwdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sasl_memcached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """memcached -S over a sasldb holding USERS."""
-    saslpasswd2 = shutil.which("saslpasswd2")
+    # Debian puts it in /usr/sbin, which a minimal PATH may leave out.
+    saslpasswd2 = shutil.which("saslpasswd2") or shutil.which("saslpasswd2", path="/usr/sbin:/sbin")
     if saslpasswd2 is None:
         pytest.skip("saslpasswd2 is not installed (apt-get install sasl2-bin)")
     d = tmp_path_factory.mktemp("memcached-sasl")
