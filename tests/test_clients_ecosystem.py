@@ -140,8 +140,11 @@ class PymemcacheOps(Ops):
         self.c.close()
 
 
-class PylibmcOps(Ops):
-    def __init__(self, client: pylibmc.Client) -> None:
+class LibmemcachedStyleOps(Ops):
+    """What pylibmc and python-memcached spell alike (``time=`` for the TTL, ``get_multi``,
+    ``disconnect_all``)."""
+
+    def __init__(self, client: Any) -> None:
         self.c = client
 
     def set(self, key: str, value: Any, ttl: int = 0) -> bool:
@@ -156,6 +159,17 @@ class PylibmcOps(Ops):
     def get_multi(self, keys: list[str]) -> dict[str, Any]:
         return dict(self.c.get_multi(keys))
 
+    def delete(self, key: str) -> bool:
+        return bool(self.c.delete(key))
+
+    def touch(self, key: str, ttl: int) -> bool:
+        return bool(self.c.touch(key, ttl))
+
+    def close(self) -> None:
+        self.c.disconnect_all()
+
+
+class PylibmcOps(LibmemcachedStyleOps):
     def gets(self, key: str) -> tuple[Any, Any]:
         value, token = self.c.gets(key)
         return value, token
@@ -169,34 +183,10 @@ class PylibmcOps(Ops):
         except pylibmc.NotFound:
             return None
 
-    def delete(self, key: str) -> bool:
-        return bool(self.c.delete(key))
 
-    def touch(self, key: str, ttl: int) -> bool:
-        return bool(self.c.touch(key, ttl))
-
-    def close(self) -> None:
-        self.c.disconnect_all()
-
-
-class PythonMemcachedOps(Ops):
+class PythonMemcachedOps(LibmemcachedStyleOps):
     """python-memcached keeps the CAS uniques itself (``cache_cas=True``): ``gets`` records the
     key's unique and ``cas`` sends it, so the token is not passed around."""
-
-    def __init__(self, client: memcache.Client) -> None:
-        self.c = client
-
-    def set(self, key: str, value: Any, ttl: int = 0) -> bool:
-        return bool(self.c.set(key, value, time=ttl))
-
-    def add(self, key: str, value: Any) -> bool:
-        return bool(self.c.add(key, value))
-
-    def get(self, key: str) -> Any:
-        return self.c.get(key)
-
-    def get_multi(self, keys: list[str]) -> dict[str, Any]:
-        return dict(self.c.get_multi(keys))
 
     def gets(self, key: str) -> tuple[Any, Any]:
         value = self.c.gets(key)
@@ -209,15 +199,6 @@ class PythonMemcachedOps(Ops):
     def incr(self, key: str, delta: int) -> int | None:
         result = self.c.incr(key, delta)
         return None if result is None else int(result)
-
-    def delete(self, key: str) -> bool:
-        return bool(self.c.delete(key))
-
-    def touch(self, key: str, ttl: int) -> bool:
-        return bool(self.c.touch(key, ttl))
-
-    def close(self) -> None:
-        self.c.disconnect_all()
 
 
 class AiomcacheOps(Ops):

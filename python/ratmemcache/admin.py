@@ -169,53 +169,8 @@ class EngineCollector:
         )
         version.add_metric([raw.get("version", "")], 1)
         yield version
-        for key, name in (
-            ("rusage_user", "memcached_process_user_cpu_seconds"),
-            ("rusage_system", "memcached_process_system_cpu_seconds"),
-        ):
-            yield from counter(name, f"Process CPU time ({key}).", key)
-        yield from counter("memcached_read_bytes", "Bytes read from clients.", "bytes_read")
-        yield from counter("memcached_written_bytes", "Bytes sent to clients.", "bytes_written")
-        yield from gauge(
-            "memcached_current_connections", "Open client connections.", "curr_connections"
-        )
-        yield from gauge(
-            "memcached_max_connections", "Most client connections allowed.", "max_connections"
-        )
-        yield from counter(
-            "memcached_connections", "Connections accepted since start.", "total_connections"
-        )
-        yield from counter(
-            "memcached_connections_rejected",
-            "Connections refused at max_connections.",
-            "rejected_connections",
-        )
-        yield from counter(
-            "memcached_connections_yielded",
-            "Times a connection's replies reached the per-read budget.",
-            "conn_yields",
-        )
-        yield from gauge(
-            "memcached_current_bytes", "Bytes held by the L1 (memcached -m counts).", "bytes"
-        )
-        yield from gauge("memcached_limit_bytes", "The L1's memory limit.", "limit_maxbytes")
-        yield from gauge("memcached_current_items", "Items in the L1.", "curr_items")
-        yield from counter("memcached_items", "Items stored since start.", "total_items")
-        yield from counter(
-            "memcached_items_evicted", "Items evicted from the L1 to make room.", "evictions"
-        )
-        yield from counter(
-            "memcached_items_reclaimed", "Expired items removed from the L1.", "reclaimed"
-        )
-        yield from counter(
-            "memcached_item_too_large", "Stores refused as larger than -I.", "store_too_large"
-        )
-        yield from counter(
-            "memcached_item_no_memory", "Stores refused for lack of memory.", "store_no_memory"
-        )
-        yield from gauge(
-            "memcached_accepting_connections", "1 while accepting connections.", "accepting_conns"
-        )
+        for kind, name, key, doc in _MEMCACHED_FIELDS:
+            yield from (counter if kind == "counter" else gauge)(name, doc, key)
         commands = CounterMetricFamily(
             "memcached_commands",
             "Requests by command and status (memcached's hit and miss counters).",
@@ -439,3 +394,57 @@ def start_admin(engine: StatsSource, host: str, port: int, *, io_engine: str = "
             "can reach this host can read the server's statistics"
         )
     return admin
+
+
+#: memcached's ``stats`` fields under prometheus/memcached_exporter's metric names:
+#: (kind, metric name, stats field, help).
+_MEMCACHED_FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "counter",
+        "memcached_process_user_cpu_seconds",
+        "rusage_user",
+        "Process CPU time (rusage_user).",
+    ),
+    (
+        "counter",
+        "memcached_process_system_cpu_seconds",
+        "rusage_system",
+        "Process CPU time (rusage_system).",
+    ),
+    ("counter", "memcached_read_bytes", "bytes_read", "Bytes read from clients."),
+    ("counter", "memcached_written_bytes", "bytes_written", "Bytes sent to clients."),
+    ("gauge", "memcached_current_connections", "curr_connections", "Open client connections."),
+    ("gauge", "memcached_max_connections", "max_connections", "Most client connections allowed."),
+    ("counter", "memcached_connections", "total_connections", "Connections accepted since start."),
+    (
+        "counter",
+        "memcached_connections_rejected",
+        "rejected_connections",
+        "Connections refused at max_connections.",
+    ),
+    (
+        "counter",
+        "memcached_connections_yielded",
+        "conn_yields",
+        "Times a connection's replies reached the per-read budget.",
+    ),
+    ("gauge", "memcached_current_bytes", "bytes", "Bytes held by the L1 (memcached -m counts)."),
+    ("gauge", "memcached_limit_bytes", "limit_maxbytes", "The L1's memory limit."),
+    ("gauge", "memcached_current_items", "curr_items", "Items in the L1."),
+    ("counter", "memcached_items", "total_items", "Items stored since start."),
+    ("counter", "memcached_items_evicted", "evictions", "Items evicted from the L1 to make room."),
+    ("counter", "memcached_items_reclaimed", "reclaimed", "Expired items removed from the L1."),
+    ("counter", "memcached_item_too_large", "store_too_large", "Stores refused as larger than -I."),
+    (
+        "counter",
+        "memcached_item_no_memory",
+        "store_no_memory",
+        "Stores refused for lack of memory.",
+    ),
+    (
+        "gauge",
+        "memcached_accepting_connections",
+        "accepting_conns",
+        "1 while accepting connections.",
+    ),
+)
