@@ -40,7 +40,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::protocol::{Session, Splice};
+use crate::protocol::{spliced_len, Session, Splice};
 
 #[cfg(test)]
 mod tests;
@@ -1001,7 +1001,7 @@ async fn write_spliced<S: AsyncWrite + Unpin>(
 
 /// The length of a reply: `out` plus the values spliced into it.
 fn reply_len(out: &[u8], splices: &[Splice]) -> usize {
-    out.len() + splices.iter().map(|s| s.bytes.len()).sum::<usize>()
+    out.len() + spliced_len(splices)
 }
 
 /// `feed`, handing this worker's other connections to another thread meanwhile when the engine

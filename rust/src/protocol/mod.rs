@@ -17,4 +17,4 @@ pub mod text;
 mod tokens;
 
 pub use auth::Credentials;
-pub use session::{Session, Splice};
+pub use session::{spliced_len, Session, Splice};

@@ -35,6 +35,11 @@ pub struct Splice {
     pub bytes: Bytes,
 }
 
+/// The bytes a reply's splices add to it.
+pub fn spliced_len(splices: &[Splice]) -> usize {
+    splices.iter().map(|s| s.bytes.len()).sum()
+}
+
 /// A connection's protocol engine. Feed it what the socket read; send what it returns.
 pub struct Session {
     engine: Arc<Engine>,
@@ -125,7 +130,6 @@ impl Session {
             return true;
         }
         let written_before = out.len();
-        self.text.splices.len = 0;
         self.engine
             .counters
             .bytes_read
@@ -136,7 +140,7 @@ impl Session {
             if self.buf.is_empty() {
                 break false;
             }
-            if out.len() - written_before + self.text.splices.len >= REPLY_BUDGET {
+            if out.len() - written_before + self.text.splices.len() >= REPLY_BUDGET {
                 // Send this first; the engine feeds again (with no new bytes) after sending.
                 self.more = true;
                 let yields = &self.engine.counters.conn_yields;
@@ -208,7 +212,7 @@ impl Session {
         };
         self.timer.pause(&self.engine);
         self.engine.counters.bytes_written.fetch_add(
-            (out.len() - written_before + self.text.splices.len) as u64,
+            (out.len() - written_before + self.text.splices.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         close

@@ -63,8 +63,8 @@ fn key_ok(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= KEY_MAX_LENGTH
 }
 
-/// `streaming_get <key> [chunk_size]`.
-/// Chunks of `text::SPLICE_MIN` bytes and up share the stored value when the engine takes splices.
+/// `streaming_get <key> [chunk_size]`. Chunks of `text::SPLICE_MIN` bytes and up share the
+/// stored value when the engine takes splices.
 pub(crate) fn get(engine: &Engine, args: &[&[u8]], sink: &mut SpliceSink, out: &mut Vec<u8>) {
     if args.is_empty() || args.len() > 2 {
         return error(out, "usage: streaming_get <key> [chunk_size]");

@@ -12,7 +12,7 @@ use super::limits::{
     KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN, MAX_LINE_WITHOUT_NEWLINE, MAX_MULTIGET_LINE,
 };
 use super::meta;
-use super::session::{Progress, Splice};
+use super::session::{spliced_len, Progress, Splice};
 use super::streaming;
 use super::tokens::{parse_flags, parse_i64, parse_u64, split};
 use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
@@ -100,9 +100,9 @@ pub(crate) struct TextState {
     pub(crate) splices: SpliceSink,
 }
 
-/// A `get` (or `streaming_get` chunk) reply shares a value of at least this many bytes with the store instead of copying
-/// it, when the I/O engine takes splices (`Session::feed_spliced`): below it, a copy is cheaper
-/// than the reference count and the extra write.
+/// A `get` (or `streaming_get` chunk) reply shares a value of at least this many bytes with the
+/// store instead of copying it, when the I/O engine takes splices (`Session::feed_spliced`):
+/// below it, a copy is cheaper than the reference count and the extra write.
 pub(crate) const SPLICE_MIN: usize = 64 * 1024;
 
 /// The values a feed's reply shares rather than copies, in order.
@@ -111,8 +111,6 @@ pub(crate) struct SpliceSink {
     /// The engine writes splices (only the native engine does).
     pub(crate) enabled: bool,
     pub(crate) splices: Vec<Splice>,
-    /// Bytes in `splices`, for the reply budget.
-    pub(crate) len: usize,
 }
 
 impl SpliceSink {
@@ -121,11 +119,15 @@ impl SpliceSink {
     }
 
     pub(crate) fn push(&mut self, out: &[u8], bytes: Bytes) {
-        self.len += bytes.len();
         self.splices.push(Splice {
             at: out.len(),
             bytes,
         });
+    }
+
+    /// Bytes in the splices, for the reply budget (a handful at most: each is 64 KB or more).
+    pub(crate) fn len(&self) -> usize {
+        spliced_len(&self.splices)
     }
 }
 
@@ -331,9 +333,7 @@ fn get(
         any = true;
         if key.len() > KEY_MAX_LENGTH {
             out.truncate(start);
-            for dropped in sink.splices.drain(spliced_before..) {
-                sink.len -= dropped.bytes.len();
-            }
+            sink.splices.truncate(spliced_before);
             out.extend_from_slice(BAD_FORMAT);
             return;
         }
@@ -342,25 +342,13 @@ fn get(
             None => {
                 cache.get_with(key, |e| {
                     let cas = with_cas.then_some(e.cas);
-                    if sink.wants(e.value.len()) {
-                        value_line(out, key, e.flags, e.value.len(), cas);
-                        sink.push(out, e.value_bytes());
-                        out.extend_from_slice(b"\r\n");
-                    } else {
-                        write_value(out, key, e.flags, e.value, cas);
-                    }
+                    write_hit(out, sink, key, e.flags, e.value, || e.value_bytes(), cas);
                 });
             }
             Some(ttl) => {
                 if let Some(i) = cache.get_and_touch(key, ttl) {
                     let cas = with_cas.then_some(i.cas);
-                    if sink.wants(i.value.len()) {
-                        value_line(out, key, i.flags, i.value.len(), cas);
-                        sink.push(out, i.value);
-                        out.extend_from_slice(b"\r\n");
-                    } else {
-                        write_value(out, key, i.flags, &i.value, cas);
-                    }
+                    write_hit(out, sink, key, i.flags, &i.value, || i.value.clone(), cas);
                 }
             }
         }
@@ -370,6 +358,26 @@ fn get(
         return;
     }
     out.extend_from_slice(b"END\r\n");
+}
+
+/// A hit's VALUE block; a large value is spliced (`shared` gives the stored bytes) rather than
+/// copied when the sink takes it.
+fn write_hit(
+    out: &mut Vec<u8>,
+    sink: &mut SpliceSink,
+    key: &[u8],
+    flags: u32,
+    value: &[u8],
+    shared: impl FnOnce() -> Bytes,
+    cas: Option<u64>,
+) {
+    if sink.wants(value.len()) {
+        value_line(out, key, flags, value.len(), cas);
+        sink.push(out, shared());
+        out.extend_from_slice(b"\r\n");
+    } else {
+        write_value(out, key, flags, value, cas);
+    }
 }
 
 fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
