@@ -529,7 +529,7 @@ impl Tiered {
                 cas: s.cas,
                 expires_at: s.expires_at,
                 text_key: s.meta & META_TEXT_KEY != 0,
-                shared: (&s.value, 0),
+                shared: Some(&s.value),
             })
         })
     }

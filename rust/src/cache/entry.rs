@@ -1,55 +1,119 @@
 //! One cached item, and what it costs.
 //!
+//! # Layout
+//!
+//! An entry is one heap block, as memcached's item is one slab chunk: a 32-byte [`Header`]
+//! (CAS, deadline, client flags, meta bits, the key and value lengths), then the key, then the
+//! value. The table slot that owns it is a single pointer. A value of [`SHARED_VALUE_MIN`]
+//! bytes or more is kept in its own `Bytes` instead, stored where the value would be, so that a
+//! reply can share it without a copy (`get`, `streaming_get`, the L2's write-back); smaller
+//! values are copied into replies, which costs less than the extra allocation would.
+//!
+//! The key's hash is not stored: the shard recomputes it from the key when the table grows or an
+//! entry leaves (see `Shard::hash_of`).
+//!
 //! # Memory accounting
 //!
 //! `max_memory` counts every entry as
 //!
 //! ```text
 //! charge = key.len() + value.len() + ENTRY_OVERHEAD + policy bytes per slot
-//! ENTRY_OVERHEAD = size_of::<Option<Entry>>()      (the slot: 72 bytes on 64-bit targets)
+//!          (+ SHARED_VALUE_OVERHEAD for a value of SHARED_VALUE_MIN bytes or more)
+//! ENTRY_OVERHEAD = size_of::<Option<Entry>>()      (the slot: one pointer)
 //!                + size_of::<u32>() + 1            (the hash-table index and its control byte)
-//!                + ALLOC_OVERHEAD                  (the allocator's header of the key+value buffer)
+//!                + size_of::<Header>()             (32 bytes)
+//!                + ALLOC_OVERHEAD                  (the allocator's header and rounding)
 //! ```
 //!
 //! Policy bytes are 8 (list links) plus 0-40 depending on the policy (see each policy's
 //! `bytes_per_slot`). The hash table's spare capacity and freed slots awaiting reuse are not
 //! charged; they are bounded by the table's load factor and the peak entry count.
 
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::{self, NonNull};
+
 use bytes::Bytes;
 
-/// What a live entry holds. The key and the value share one allocation (`data` is the key
-/// followed by the value), so a read touches the slot and one buffer, as memcached's items do;
-/// `Bytes` lets a reply share the value without a copy.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub hash: u64,
-    data: Bytes,
+/// Values this long and longer live in their own shared buffer (see the module docs).
+pub const SHARED_VALUE_MIN: usize = 64 * 1024;
+
+/// Allocator bookkeeping for the entry's block (glibc: an 8-byte header plus rounding to 16).
+pub const ALLOC_OVERHEAD: usize = 16;
+
+/// Bytes charged per entry on top of its key, its value and the policy's metadata.
+pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Option<Entry>>()
+    + std::mem::size_of::<u32>()
+    + 1
+    + std::mem::size_of::<Header>()
+    + ALLOC_OVERHEAD;
+
+/// Extra bytes charged for a value kept in its own buffer: the `Bytes` handle, the shared
+/// buffer's bookkeeping and its allocation.
+pub const SHARED_VALUE_OVERHEAD: usize = std::mem::size_of::<Bytes>() + 32 + ALLOC_OVERHEAD;
+
+/// The fixed part of an entry's block. The fields a shard reads and writes are public; the
+/// lengths, which say where the key and value are, are not.
+#[repr(C)]
+pub(crate) struct Header {
     pub cas: u64,
     /// Unix milliseconds; 0 means never.
     pub expires_at: u64,
     pub flags: u32,
-    key_len: u32,
-    /// Bit flags and the last-access clock, packed into what would otherwise be padding.
+    /// Bit flags and the last-access clock.
     pub meta: EntryMeta,
+    key_len: u32,
+    /// The inline value's length, or `SHARED` when the value is a `Bytes` after the header.
+    value_len: u32,
 }
 
-/// Allocator bookkeeping for the entry's one heap buffer (glibc: 8-16 bytes).
-pub const ALLOC_OVERHEAD: usize = 16;
+const HEADER: usize = std::mem::size_of::<Header>();
+const SHARED: u32 = u32::MAX;
+const SHARED_HANDLE: usize = std::mem::size_of::<Bytes>();
 
-/// Bytes charged per entry on top of its key, its value and the policy's metadata.
-pub const ENTRY_OVERHEAD: usize =
-    std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<u32>() + 1 + ALLOC_OVERHEAD;
+impl Header {
+    #[inline]
+    fn is_shared(&self) -> bool {
+        self.value_len == SHARED
+    }
 
-fn joined(key: &[u8], value: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(key.len() + value.len());
-    v.extend_from_slice(key);
-    v.extend_from_slice(value);
-    Bytes::from(v)
+    /// Where the key starts in the block.
+    #[inline]
+    fn key_at(&self) -> usize {
+        HEADER + if self.is_shared() { SHARED_HANDLE } else { 0 }
+    }
+
+    #[inline]
+    fn layout(&self) -> Layout {
+        let tail = if self.is_shared() {
+            SHARED_HANDLE
+        } else {
+            self.value_len as usize
+        };
+        block_layout(self.key_len as usize + tail)
+    }
 }
+
+#[inline]
+fn block_layout(after_header: usize) -> Layout {
+    Layout::from_size_align(HEADER + after_header, std::mem::align_of::<Header>())
+        .expect("entry size fits a Layout")
+}
+
+/// A live entry: the owner of one block (see the module docs). It dereferences to its
+/// [`Header`], so `e.cas`, `e.flags`, `e.expires_at` and `e.meta` read and write in place.
+pub(crate) struct Entry {
+    block: NonNull<Header>,
+}
+
+// SAFETY: an `Entry` owns its block exclusively (it is neither `Clone` nor `Copy`); the shared
+// value, if any, is a `Bytes`, which is `Send + Sync`.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
 
 impl Entry {
     pub fn new(
-        hash: u64,
         key: &[u8],
         value: &[u8],
         cas: u64,
@@ -57,59 +121,148 @@ impl Entry {
         flags: u32,
         meta: EntryMeta,
     ) -> Entry {
-        Entry {
-            hash,
-            data: joined(key, value),
+        // The shared buffer is made first, so nothing can fail between the block's allocation
+        // and its last byte being written.
+        let handle = (value.len() >= SHARED_VALUE_MIN).then(|| Bytes::copy_from_slice(value));
+        let entry = Entry::with_header(Header {
             cas,
             expires_at,
             flags,
-            key_len: key.len() as u32,
             meta,
+            key_len: u32::try_from(key.len()).expect("keys are bounded by max_key_len"),
+            value_len: if handle.is_some() {
+                SHARED
+            } else {
+                value.len() as u32
+            },
+        });
+        // SAFETY: `with_header` allocated room for the key and the value (or its handle).
+        unsafe {
+            let base = entry.base();
+            ptr::copy_nonoverlapping(key.as_ptr(), base.add(entry.key_at()), key.len());
+            if let Some(handle) = handle {
+                ptr::write(entry.handle_ptr(), handle);
+            } else {
+                let at = HEADER + key.len();
+                ptr::copy_nonoverlapping(value.as_ptr(), base.add(at), value.len());
+            }
         }
+        entry
+    }
+
+    /// Allocates a block sized by `header` and writes the header; the rest is uninitialised
+    /// and the caller fills it before anything reads it.
+    fn with_header(header: Header) -> Entry {
+        let layout = header.layout();
+        // SAFETY: the layout is never zero-sized (it includes the header).
+        let p = unsafe { alloc::alloc(layout) } as *mut Header;
+        let Some(block) = NonNull::new(p) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: freshly allocated, aligned for `Header`.
+        unsafe { ptr::write(block.as_ptr(), header) };
+        Entry { block }
+    }
+
+    #[inline]
+    fn base(&self) -> *mut u8 {
+        self.block.as_ptr() as *mut u8
+    }
+
+    /// The shared value's handle. Only meaningful when the header says the value is shared.
+    #[inline]
+    fn handle_ptr(&self) -> *mut Bytes {
+        // SAFETY (of the arithmetic): the header is 32 bytes, so the handle is aligned.
+        unsafe { self.base().add(HEADER) as *mut Bytes }
+    }
+
+    #[inline]
+    fn shared(&self) -> Option<&Bytes> {
+        // SAFETY: a shared entry's handle was written in `new`/`set_value` and lives as long
+        // as the block.
+        self.is_shared().then(|| unsafe { &*self.handle_ptr() })
     }
 
     #[inline]
     pub fn key(&self) -> &[u8] {
-        &self.data[..self.key_len as usize]
+        // SAFETY: `key_len` bytes at `key_at` were written when the block was made.
+        unsafe { std::slice::from_raw_parts(self.base().add(self.key_at()), self.key_len as usize) }
     }
 
     #[inline]
     pub fn value(&self) -> &[u8] {
-        &self.data[self.key_len as usize..]
+        match self.shared() {
+            Some(b) => b,
+            // SAFETY: an inline value's `value_len` bytes follow the key.
+            None => unsafe {
+                std::slice::from_raw_parts(
+                    self.base().add(HEADER + self.key_len as usize),
+                    self.value_len as usize,
+                )
+            },
+        }
     }
 
-    /// The buffer the value lives in, and where in it the value starts: a reply can share it
-    /// (see `ItemRef::value_bytes`).
+    /// The value's buffer, when it is kept apart and a reply can share it (values of
+    /// [`SHARED_VALUE_MIN`] bytes and up).
     #[inline]
-    pub fn shared_value(&self) -> (&Bytes, usize) {
-        (&self.data, self.key_len as usize)
+    pub fn shared_value(&self) -> Option<&Bytes> {
+        self.shared()
     }
 
-    /// The value as shared `Bytes` (no copy of the data).
+    /// The value as `Bytes`: shared when it is kept apart, otherwise a copy.
     pub fn value_bytes(&self) -> Bytes {
-        self.data.slice(self.key_len as usize..)
+        match self.shared() {
+            Some(b) => b.clone(),
+            None => Bytes::copy_from_slice(self.value()),
+        }
     }
 
-    /// Replaces the value, keeping the key. A value of the same length is written in place when
-    /// no reply still shares the buffer, so steady overwrites allocate nothing.
+    /// Replaces the value, keeping the key and the header. An inline value is rewritten in
+    /// place when the length is the same, and the block is resized otherwise; a reply that
+    /// shares a large value keeps the old buffer.
     pub fn set_value(&mut self, value: &[u8]) {
-        let k = self.key_len as usize;
-        if self.data.len() == k + value.len() {
-            match std::mem::take(&mut self.data).try_into_mut() {
-                Ok(mut unique) => {
-                    unique[k..].copy_from_slice(value);
-                    self.data = unique.freeze();
-                    return;
+        let shared = value.len() >= SHARED_VALUE_MIN;
+        match (self.is_shared(), shared) {
+            (true, true) => {
+                // SAFETY: the handle is initialised; assignment drops the old one.
+                unsafe { *self.handle_ptr() = Bytes::copy_from_slice(value) };
+            }
+            (false, false) => {
+                let key_len = self.key_len as usize;
+                if value.len() != self.value_len as usize {
+                    let old = self.layout();
+                    let new_size = HEADER + key_len + value.len();
+                    // SAFETY: `old` is the layout the block was allocated with; the header and
+                    // key are kept by realloc.
+                    let p = unsafe { alloc::realloc(self.base(), old, new_size) } as *mut Header;
+                    let Some(block) = NonNull::new(p) else {
+                        alloc::handle_alloc_error(block_layout(key_len + value.len()))
+                    };
+                    self.block = block;
+                    self.value_len = value.len() as u32;
                 }
-                Err(shared) => self.data = shared,
+                // SAFETY: the block now has room for `value` after the key.
+                unsafe {
+                    let at = self.base().add(HEADER + key_len);
+                    ptr::copy_nonoverlapping(value.as_ptr(), at, value.len());
+                }
+            }
+            _ => {
+                // Moving between inline and shared changes the layout: build a new block.
+                let h: &Header = self;
+                let fresh = Entry::new(self.key(), value, h.cas, h.expires_at, h.flags, h.meta);
+                *self = fresh;
             }
         }
-        self.data = joined(self.key(), value);
     }
 
     #[inline]
     pub fn value_len(&self) -> usize {
-        self.data.len() - self.key_len as usize
+        match self.shared() {
+            Some(b) => b.len(),
+            None => self.value_len as usize,
+        }
     }
 
     #[inline]
@@ -117,19 +270,75 @@ impl Entry {
         self.expires_at == 0 || now_ms < self.expires_at
     }
 
+    /// Key plus value bytes.
     #[inline]
     pub fn payload_len(&self) -> usize {
-        self.data.len()
+        self.key_len as usize + self.value_len()
     }
 
-    /// The Python library set this key as `str`, so `keys()` gives it back as `str`.
+    /// The library set this key as `str`, so `keys()` gives it back as `str`.
     #[inline]
     pub fn text_key(&self) -> bool {
         self.meta.has(EntryMeta::TEXT_KEY)
     }
 }
 
-/// An entry's flags and a coarse last-access clock in one `u32`, so the slot stays 72 bytes.
+/// Bytes an entry with a value this long is charged beyond `ENTRY_OVERHEAD` and its payload.
+#[inline]
+pub(crate) fn value_overhead(value_len: usize) -> usize {
+    if value_len >= SHARED_VALUE_MIN {
+        SHARED_VALUE_OVERHEAD
+    } else {
+        0
+    }
+}
+
+impl Deref for Entry {
+    type Target = Header;
+
+    #[inline]
+    fn deref(&self) -> &Header {
+        // SAFETY: the block holds an initialised header for as long as the entry lives.
+        unsafe { self.block.as_ref() }
+    }
+}
+
+impl DerefMut for Entry {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Header {
+        // SAFETY: as for `deref`; `&mut self` makes the access exclusive.
+        unsafe { self.block.as_mut() }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let layout = self.layout();
+        // SAFETY: the handle is initialised when the header says so; the block was allocated
+        // with `layout` and is not used again.
+        unsafe {
+            if self.is_shared() {
+                ptr::drop_in_place(self.handle_ptr());
+            }
+            alloc::dealloc(self.base(), layout);
+        }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("value_len", &self.value_len())
+            .field("cas", &self.cas)
+            .field("expires_at", &self.expires_at)
+            .field("flags", &self.flags)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// An entry's flags and a coarse last-access clock in one `u32`, so the header stays 32 bytes.
 ///
 /// Bits 0..27 hold the time of the last access as unix seconds modulo 2^27 (about 4.25 years):
 /// memcached's meta commands report idle times (`mg l`, `me`'s `la`), and an entry idle for longer
@@ -238,28 +447,80 @@ mod tests {
 
     #[test]
     fn overhead_is_documented_size() {
-        // The module docs promise a 72-byte slot on 64-bit targets; keep them honest.
+        // The module docs promise a one-pointer slot and a 32-byte header; keep them honest.
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 72);
-        assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>());
+        assert_eq!((std::mem::size_of::<Option<Entry>>(), HEADER), (8, 32));
+        assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>() + HEADER);
+    }
+
+    fn entry(key: &[u8], value: &[u8]) -> Entry {
+        Entry::new(key, value, 7, 9, 3, EntryMeta::new(EntryMeta::TEXT_KEY, 0))
     }
 
     #[test]
-    fn key_and_value_share_one_buffer() {
-        let mut e = Entry::new(1, b"key", b"value", 1, 0, 0, EntryMeta::default());
+    fn key_and_value_share_one_block() {
+        let mut e = entry(b"key", b"value");
         assert_eq!(
-            (e.key(), e.value(), e.value_len()),
-            (&b"key"[..], &b"value"[..], 5)
+            (e.key(), e.value(), e.value_len(), e.payload_len()),
+            (&b"key"[..], &b"value"[..], 5, 8)
         );
+        assert!(e.shared_value().is_none());
         e.set_value(b"VALUE");
         assert_eq!(e.value(), b"VALUE");
-        let shared = e.value_bytes();
+        let copied = e.value_bytes();
         e.set_value(b"other");
-        assert_eq!((&shared[..], e.value()), (&b"VALUE"[..], &b"other"[..]));
+        assert_eq!((&copied[..], e.value()), (&b"VALUE"[..], &b"other"[..]));
         e.set_value(b"a longer value");
         assert_eq!((e.key(), e.value()), (&b"key"[..], &b"a longer value"[..]));
         e.set_value(b"");
         assert_eq!((e.key(), e.value_len()), (&b"key"[..], 0));
+        // The header survives every resize.
+        assert_eq!((e.cas, e.expires_at, e.flags), (7, 9, 3));
+        assert!(e.text_key());
+        e.cas = 11;
+        e.flags = 12;
+        assert_eq!((e.cas, e.flags), (11, 12));
+    }
+
+    #[test]
+    fn large_values_are_shared_and_move_between_layouts() {
+        let big = vec![b'x'; SHARED_VALUE_MIN];
+        let big2 = vec![b'y'; SHARED_VALUE_MIN + 1];
+        let mut e = entry(b"k", &big);
+        assert_eq!(
+            (e.key(), e.value(), e.value_len()),
+            (&b"k"[..], &big[..], big.len())
+        );
+        let shared = e.value_bytes();
+        assert_eq!(
+            shared.as_ptr(),
+            e.value().as_ptr(),
+            "a large value is shared, not copied"
+        );
+        e.set_value(&big2);
+        assert_eq!(
+            (&shared[..], e.value()),
+            (&big[..], &big2[..]),
+            "a reply keeps the old value"
+        );
+        e.set_value(b"small");
+        assert_eq!(
+            (e.key(), e.value(), e.payload_len()),
+            (&b"k"[..], &b"small"[..], 6)
+        );
+        assert!(e.shared_value().is_none());
+        e.set_value(&big);
+        assert_eq!((e.key(), e.value()), (&b"k"[..], &big[..]));
+        assert_eq!((e.cas, e.expires_at, e.flags), (7, 9, 3));
+        assert_eq!(value_overhead(big.len()), SHARED_VALUE_OVERHEAD);
+        assert_eq!(value_overhead(SHARED_VALUE_MIN - 1), 0);
+    }
+
+    #[test]
+    fn long_keys_fit() {
+        let key = vec![b'k'; 64 * 1024];
+        let e = entry(&key, b"v");
+        assert_eq!((e.key(), e.value()), (&key[..], &b"v"[..]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     parse_size, CacheConfig, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN, MEMCACHED_MAX_KEY_LEN,
 };
-pub use entry::{Item, ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD};
+pub use entry::{Item, ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD, SHARED_VALUE_MIN};
 pub use policy::{PolicyKind, UnknownPolicy};
 pub use shard::{
     memcached_item_size, Delta, DeltaOutcome, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
@@ -64,16 +64,20 @@ pub struct ItemRef<'a> {
     pub cas: u64,
     pub expires_at: u64,
     pub text_key: bool,
-    /// The buffer that holds `value`, and the value's offset in it.
-    pub(crate) shared: (&'a Bytes, usize),
+    /// The buffer that holds `value` when the entry keeps it apart (values of
+    /// [`SHARED_VALUE_MIN`] bytes and up).
+    pub(crate) shared: Option<&'a Bytes>,
 }
 
 impl ItemRef<'_> {
-    /// The value as `Bytes` sharing the stored buffer: no copy, however large. A later update
-    /// of the entry never writes into a buffer that is shared, so this stays the value read.
+    /// The value as `Bytes`: shared with the store, without a copy, for values of
+    /// [`SHARED_VALUE_MIN`] bytes and up (a later update never writes into a shared buffer, so
+    /// this stays the value read); a copy for smaller ones.
     pub fn value_bytes(&self) -> Bytes {
-        let (buf, at) = self.shared;
-        buf.slice(at..)
+        match self.shared {
+            Some(b) => b.clone(),
+            None => Bytes::copy_from_slice(self.value),
+        }
     }
 }
 
@@ -104,7 +108,7 @@ struct Padded(Mutex<Shard>);
 struct Inner {
     shards: Box<[Padded]>,
     shard_mask: u64,
-    hasher: foldhash::fast::RandomState,
+    hasher: shard::KeyHasher,
     clock: Arc<dyn Clock>,
     config: CacheConfig,
     /// Where live entries go when they are evicted (the L2's write-back), if anywhere.
@@ -212,6 +216,7 @@ impl Cache {
             let n = n as u64;
             (limit / n + u64::from(i < limit % n)).max(min)
         };
+        let hasher = shard::KeyHasher::default();
         let shards = (0..n)
             .map(|i| {
                 Padded(Mutex::new(Shard::new(
@@ -220,13 +225,14 @@ impl Cache {
                     per(config.max_entries, i as u64, 1),
                     i as u64,
                     bits,
+                    hasher.clone(),
                 )))
             })
             .collect();
         let inner = Arc::new(Inner {
             shards,
             shard_mask: n as u64 - 1,
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
             clock,
             config,
             demote: OnceLock::new(),

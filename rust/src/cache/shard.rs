@@ -1,12 +1,14 @@
 //! One shard: a hash table of slot indices, the slots, and an eviction policy.
 //!
 //! Single-threaded by design: every method takes `&mut self`, and the facade in `mod.rs` holds
-//! the shard's lock around each call. Hashes are computed once by the facade and passed in.
+//! the shard's lock around each call. Hashes are computed once by the facade and passed in;
+//! entries do not store theirs, so the shard recomputes one from the key (with the facade's
+//! hasher) when the table grows or an entry leaves.
 
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::entry::{Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
+use super::entry::{value_overhead, Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
 use super::policy::{EntryInfo, Policy, PolicyKind, RemoveReason};
 use super::stats::Counters;
 use super::{deadline_for, CacheConfig, Ttl};
@@ -188,8 +190,12 @@ pub enum MetaDeleteOutcome {
     Exists,
 }
 
+/// The hasher the facade hashes keys with; the shard uses the same one to rehash.
+pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
 pub(crate) struct Shard {
     table: HashTable<u32>,
+    hasher: KeyHasher,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     policy: Box<dyn Policy>,
@@ -221,11 +227,13 @@ impl Shard {
         limit_entries: u64,
         index: u64,
         shard_bits: u32,
+        hasher: KeyHasher,
     ) -> Self {
         let policy = kind.build();
         let per_entry = (ENTRY_OVERHEAD + policy.bytes_per_slot()) as u64;
         Shard {
             table: HashTable::new(),
+            hasher,
             slots: Vec::new(),
             free: Vec::new(),
             policy,
@@ -259,7 +267,24 @@ impl Shard {
     /// The bytes an entry with this key and value is charged (see `entry` for the formula).
     #[inline]
     pub(crate) fn charge(&self, key_len: usize, value_len: usize) -> u64 {
-        (key_len + value_len) as u64 + self.per_entry
+        (key_len + value_len + value_overhead(value_len)) as u64 + self.per_entry
+    }
+
+    /// The hash the facade computed for this key.
+    #[inline]
+    fn hash_of(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    /// `EntryInfo` for the policy, for the entry in `slot`.
+    #[inline]
+    fn info(&self, slot: u32) -> EntryInfo {
+        let e = self.entry(slot);
+        EntryInfo {
+            hash: self.hash_of(e.key()),
+            expires_at: e.expires_at,
+        }
     }
 
     /// CAS uniques are unique across shards: the shard index sits in the low bits.
@@ -291,9 +316,7 @@ impl Shard {
         let slots = &self.slots;
         self.table
             .find(hash, |&s| {
-                slots[s as usize]
-                    .as_ref()
-                    .is_some_and(|e| e.hash == hash && e.key() == key)
+                slots[s as usize].as_ref().is_some_and(|e| e.key() == key)
             })
             .copied()
     }
@@ -335,13 +358,10 @@ impl Shard {
     }
 
     fn remove_slot(&mut self, slot: u32, why: RemoveReason) -> Entry {
+        let info = self.info(slot);
         let e = self.slots[slot as usize].take().expect("live slot");
-        let info = EntryInfo {
-            hash: e.hash,
-            expires_at: e.expires_at,
-        };
         self.policy.remove(slot, info, why);
-        if let Ok(o) = self.table.find_entry(e.hash, |&s| s == slot) {
+        if let Ok(o) = self.table.find_entry(info.hash, |&s| s == slot) {
             o.remove();
         }
         self.free.push(slot);
@@ -372,11 +392,7 @@ impl Shard {
         if !self.over_limits(0, 0) {
             return;
         }
-        let e = self.entry(slot);
-        let info = EntryInfo {
-            hash: e.hash,
-            expires_at: e.expires_at,
-        };
+        let info = self.info(slot);
         self.policy.remove(slot, info, RemoveReason::Deleted);
         while self.over_limits(0, 0) {
             let Some(v) = self.policy.victim() else { break };
@@ -407,11 +423,13 @@ impl Shard {
         self.bytes += self.charge(key.len(), value.len());
         self.payload += (key.len() + value.len()) as u64;
         self.len += 1;
-        self.slots[slot as usize] =
-            Some(Entry::new(hash, key, value, cas, expires_at, flags, meta));
-        let slots = &self.slots;
+        self.slots[slot as usize] = Some(Entry::new(key, value, cas, expires_at, flags, meta));
+        let (slots, hasher) = (&self.slots, &self.hasher);
         self.table.insert_unique(hash, slot, |&s| {
-            slots[s as usize].as_ref().map_or(0, |e| e.hash)
+            use std::hash::BuildHasher;
+            slots[s as usize]
+                .as_ref()
+                .map_or(0, |e| hasher.hash_one(e.key()))
         });
         self.policy.insert(slot, EntryInfo { hash, expires_at });
         self.counters.total_items += 1;
@@ -431,9 +449,10 @@ impl Shard {
         now: u64,
     ) -> u64 {
         let cas = self.next_cas();
-        let (old_len, key_len, old_exp, hash) = {
+        let old = self.info(slot);
+        let (old_len, key_len) = {
             let e = self.entry(slot);
-            (e.value_len(), e.key().len(), e.expires_at, e.hash)
+            (e.value_len(), e.key().len())
         };
         let new_len = value.len();
         let e = self.entry_mut(slot);
@@ -447,14 +466,9 @@ impl Shard {
         );
         self.bytes = self.bytes - self.charge(key_len, old_len) + self.charge(key_len, new_len);
         self.payload = self.payload - old_len as u64 + new_len as u64;
-        self.policy.update(
-            slot,
-            EntryInfo {
-                hash,
-                expires_at: old_exp,
-            },
-            EntryInfo { hash, expires_at },
-        );
+        let hash = old.hash;
+        self.policy
+            .update(slot, old, EntryInfo { hash, expires_at });
         self.counters.total_items += 1;
         cas
     }
@@ -656,7 +670,7 @@ impl Shard {
                 // memcached's touch fetches the item with a bump: it counts as an access.
                 e.meta.fetched_at(now);
                 let old = EntryInfo {
-                    hash: e.hash,
+                    hash,
                     expires_at: e.expires_at,
                 };
                 e.expires_at = d;
@@ -768,15 +782,12 @@ impl Shard {
     }
 
     fn set_deadline(&mut self, slot: u32, d: u64) {
-        let e = self.entry_mut(slot);
-        let (hash, old) = (e.hash, e.expires_at);
-        e.expires_at = d;
+        let old = self.info(slot);
+        self.entry_mut(slot).expires_at = d;
+        let hash = old.hash;
         self.policy.update(
             slot,
-            EntryInfo {
-                hash,
-                expires_at: old,
-            },
+            old,
             EntryInfo {
                 hash,
                 expires_at: d,
@@ -1132,7 +1143,7 @@ impl Shard {
         let (mut bytes, mut payload) = (0, 0);
         for &s in &live {
             let e = self.entry(s);
-            if self.find(e.hash, e.key()) != Some(s) {
+            if self.find(self.hash_of(e.key()), e.key()) != Some(s) {
                 return Err(format!("slot {s} is not reachable through the table"));
             }
             bytes += self.charge(e.key().len(), e.value_len());

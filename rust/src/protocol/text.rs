@@ -103,7 +103,7 @@ pub(crate) struct TextState {
 /// A `get` (or `streaming_get` chunk) reply shares a value of at least this many bytes with the
 /// store instead of copying it, when the I/O engine takes splices (`Session::feed_spliced`):
 /// below it, a copy is cheaper than the reference count and the extra write.
-pub(crate) const SPLICE_MIN: usize = 64 * 1024;
+pub(crate) const SPLICE_MIN: usize = crate::cache::SHARED_VALUE_MIN;
 
 /// The values a feed's reply shares rather than copies, in order.
 #[derive(Default)]
