@@ -29,6 +29,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from ratmemcache.fast_stream import FastStream
 from ratmemcache.logsetup import AUDIT_LOGGER, CACHE_LOGGER, PERF_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
@@ -97,7 +98,8 @@ async def run_connection(
     ``on_server_close`` is called when the session asked to close (after ``quit``, a framing error
     or a ``shutdown`` command) so the server can check whether a shutdown was requested.
     """
-    settle_read_pause(stream)
+    if not isinstance(stream, FastStream):  # a FastStream manages its own reading
+        settle_read_pause(stream)
     feed = session.feed
     receive = stream.receive
     send = stream.send

@@ -53,6 +53,7 @@ from ratmemcache.connection import (
     settle_read_pause,
 )
 from ratmemcache.errors import ConfigError, PersistenceError, RatMemCacheError
+from ratmemcache.fast_stream import adopt
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
@@ -403,6 +404,9 @@ class Server:
             conn: anyio.abc.ByteStream | None = stream
             if self._tls is not None and not _is_unix(stream):
                 conn = await self._handshake(stream, state)
+            else:
+                # Plain TCP on asyncio: the lean stream (see fast_stream); otherwise anyio's.
+                conn = adopt(stream) or stream
             if conn is None:
                 return
             session = engine.session()
