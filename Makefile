@@ -124,7 +124,7 @@ test: setup lint test-rust test-python fuzz-smoke
 test-portable: setup test-rust test-python
 
 # bench/run_all.py runs every Python benchmark, each with a timeout, and prints one report
-# (about 3 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
+# (about 10 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
 bench: venv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --release --features extension-module
 	cargo run --release --no-default-features --example miss_ratio

@@ -12,15 +12,16 @@ build measured is the one installed in its venv), with a timeout:
 * ``server_resources``: ``bench/server_resources.py`` (RSS per item and per connection, latency
   with 10,000 connections; both engines);
 * ``tail_latency``: ``bench/tail_latency.py`` (p50/p99/p99.9 at 20k req/s over 50 connections,
-  native engine against memcached, open-loop generator bench/latency; 3 rounds of 5 s, 1 with
-  ``--quick``);
-* ``server_ratio``: the project's shared ``server_ratio.py`` (memcaslap, ratmemcached's native
-  engine against memcached ``-t 2``, 1 round of 3 s per workload), skipped when not found.
+  native engine against memcached, open-loop generator bench/latency; 7 rounds of 3 s, 1 with
+  ``--quick``, and each round's p99 ratio);
+* ``server_ratio`` and ``server_ratio_anyio``: the project's shared ``server_ratio.py``
+  (memcaslap, ratmemcached's native and anyio engines against memcached ``-t 2``, 3 rounds of 3 s
+  per workload, 1 round of get90 and set90 with ``--quick``), skipped when not found.
 
 The report starts with the date, the CPU model, the commit and the build, then a summary of the
 sections (status and duration), then each section's output. A section that fails or runs out of
 time is reported as failed with the tail of its stderr, and the others still run. The default
-run takes about 3 minutes on a 2-core box (at most about 10 with every timeout hit); ``--quick``
+run takes about 10 minutes on a 2-core box (at most about 25 with every timeout hit); ``--quick``
 shrinks the sections further.
 
 Usage (after a release build of the extension, as ``make bench`` does)::
@@ -179,10 +180,13 @@ def sections(args: argparse.Namespace) -> list[Section]:
     res_args = ["--ratmemcached", ratmemcached, "--engine", "native", "--engine", "anyio"]
     if quick:
         res_args += ["--items", "200000", "--idle", "500", "--conns", "2000"]
-    server_cmd = f"{ratmemcached} --engine native -t 2 -m 1024 -l 127.0.0.1 -p {{port}}"
-    ratio_args = ["--server-cmd", server_cmd, "--rounds", "1", "--seconds", "3"]
-    if quick:
-        ratio_args += ["--workload", "get90", "--workload", "set90"]
+    rounds = "1" if quick else "3"
+
+    def ratio_args(engine: str) -> list[str]:
+        cmd = f"{ratmemcached} --engine {engine} -t 2 -m 1024 -l 127.0.0.1 -p {{port}}"
+        extra = ["--workload", "get90", "--workload", "set90"] if quick else []
+        return ["--server-cmd", cmd, "--rounds", rounds, "--seconds", "3", *extra]
+
     ratio = Path(args.server_ratio).resolve()
     all_sections = [
         Section(
@@ -227,8 +231,15 @@ def sections(args: argparse.Namespace) -> list[Section]:
         Section(
             "server_ratio",
             "Server throughput against memcached -t 2 (server_ratio.py, memcaslap, native engine)",
-            [py, str(ratio), *ratio_args],
-            90 if quick else 180,
+            [py, str(ratio), *ratio_args("native")],
+            90 if quick else 360,
+            None if ratio.exists() else f"not found: {ratio}",
+        ),
+        Section(
+            "server_ratio_anyio",
+            "Server throughput against memcached -t 2 (server_ratio.py, memcaslap, anyio engine)",
+            [py, str(ratio), *ratio_args("anyio")],
+            90 if quick else 360,
             None if ratio.exists() else f"not found: {ratio}",
         ),
     ]
@@ -240,6 +251,7 @@ def sections(args: argparse.Namespace) -> list[Section]:
 
 def main() -> int:
     names = ["library", "l2", "large_values", "server_resources", "tail_latency", "server_ratio"]
+    names.append("server_ratio_anyio")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sections: about 2 minutes")
     ap.add_argument("--only", action="append", choices=names, help="run only this section")

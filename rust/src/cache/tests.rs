@@ -640,3 +640,55 @@ fn counters_follow_memcached_for_unfetched_items_gat_and_incr() {
     assert_eq!(c.stats().counters.total_items, before.total_items + 1); // it grew
     ok(&c);
 }
+
+#[test]
+fn values_cross_the_shared_size_in_both_directions() {
+    // Entries keep values of SHARED_VALUE_MIN bytes and up in their own buffer and smaller ones
+    // inline: every way a value moves between the two keeps the bytes, the accounting and the
+    // limits right, and a reader's shared copy never changes under it.
+    let big = SHARED_VALUE_MIN;
+    for kind in PolicyKind::ALL {
+        let (c, _) = cache_with(kind, 0, 8 * big as u64);
+        let k = b"k".as_slice();
+        let store = |v: &[u8], mode| c.store(k, v, 0, Ttl::Default, mode).unwrap();
+        assert!(matches!(
+            store(&vec![1; big - 10], StoreMode::Set),
+            StoreOutcome::Stored(_)
+        ));
+        let before = c.get(k).unwrap().value;
+        // Append grows an inline value past the threshold.
+        store(&[2; 20], StoreMode::Append);
+        let grown = c.get(k).unwrap().value;
+        assert_eq!(grown.len(), big + 10);
+        assert!(
+            grown[..big - 10].iter().all(|&b| b == 1) && grown[big - 10..].iter().all(|&b| b == 2)
+        );
+        assert_eq!(before.len(), big - 10, "a copy read earlier is unchanged");
+        ok(&c);
+        // A shared value's buffer outlives an overwrite that makes it small again.
+        let shared = c.get(k).unwrap().value;
+        store(b"small", StoreMode::Set);
+        assert_eq!(c.get(k).unwrap().value.as_ref(), b"small");
+        assert_eq!(shared, grown);
+        ok(&c);
+        // Prepend makes it large again; a same-size large overwrite replaces it.
+        store(&vec![3; big], StoreMode::Prepend);
+        assert_eq!(c.get(k).unwrap().value.len(), big + 5);
+        store(&vec![4; big + 5], StoreMode::Set);
+        assert!(c.get(k).unwrap().value.iter().all(|&b| b == 4));
+        ok(&c);
+        // Large values fill the budget and are evicted like any other.
+        for i in 0..20u8 {
+            c.store(&[b'x', i], &vec![i; big], 0, Ttl::Default, StoreMode::Set)
+                .unwrap();
+            ok(&c);
+        }
+        let s = c.stats();
+        assert!(
+            s.bytes <= 8 * big as u64,
+            "{kind:?}: {} bytes held",
+            s.bytes
+        );
+        assert!(s.curr_items < 10, "{kind:?}: {} items", s.curr_items);
+    }
+}
