@@ -33,7 +33,6 @@ import pytest
 from pymemcache import serde
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from pymemcache.exceptions import MemcacheUnknownCommandError
 
 from servers import ENGINES, ServerProcess, memcached, ratmemcached, requires_memcached
 
@@ -477,10 +476,10 @@ def test_pymemcache_version_and_negative_exptime(server: ServerProcess) -> None:
         # A negative exptime expires at once, as in memcached.
         assert c.set("neg:gone", b"x", expire=-1, noreply=False)
         assert c.get("neg:gone") is None
-        # cache_memlimit is not supported (docs/compatibility.md): memcached says OK, we ERROR,
-        # which pymemcache raises; the connection goes on.
-        with pytest.raises(MemcacheUnknownCommandError):
-            c.cache_memlimit(64)
+        # cache_memlimit changes the memory limit, as in memcached.
+        assert c.cache_memlimit(96) is True
+        assert c.stats()[b"limit_maxbytes"] == 96 << 20
+        assert c.cache_memlimit(64) is True
         assert c.get("neg:gone") is None
     finally:
         c.close()

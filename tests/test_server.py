@@ -252,6 +252,37 @@ def test_max_connections_refuses_like_memcached_and_stays_healthy(engine: str) -
     assert "refused a connection" in srv.output()
 
 
+@requires_memcached
+@each_engine
+def test_cache_memlimit_changes_the_limit_at_run_time(engine: str) -> None:
+    """memcached's cache_memlimit: both servers report the new limit in ``stats`` and ``stats
+    settings``; ratmemcached also evicts down to a lower limit at once (memcached frees slab
+    memory only as it is reused), and a higher limit lets it grow again."""
+    value = b"v" * 1000
+    for srv_cm in (memcached("-m", "64"), ratmemcached("-m", "64", engine=engine)):
+        with srv_cm as srv:
+            mc = client(srv)
+            for i in range(30_000):  # ~30 MB of items
+                mc.set(f"k{i}", value, noreply=True)
+            assert mc.get("k29999") == value
+            with srv.connect() as s:
+                assert exchange(s, b"cache_memlimit 8\r\n") == b"OK\r\n"
+            assert stats(srv)["limit_maxbytes"] == str(8 << 20)
+            assert stats(srv, "settings")["maxbytes"] == str(8 << 20)
+            if srv.name.startswith("ratmemcached"):
+                s1 = stats(srv)
+                assert int(s1["bytes"]) <= 8 << 20
+                assert int(s1["evictions"]) > 0
+                assert int(s1["curr_items"]) < 8_500
+            with srv.connect() as s:
+                assert exchange(s, b"cache_memlimit 128\r\n") == b"OK\r\n"
+            for i in range(30_000):
+                mc.set(f"j{i}", value, noreply=True)
+            assert mc.get("j0") == value  # nothing of the new 30 MB was evicted
+            assert stats(srv)["limit_maxbytes"] == str(128 << 20)
+            mc.close()
+
+
 @each_engine
 def test_idle_timeout_closes_idle_clients_only(engine: str) -> None:
     with ratmemcached("-o", "idle_timeout=1", engine=engine) as srv:

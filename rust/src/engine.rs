@@ -441,6 +441,11 @@ impl Engine {
         self.shutdown_requested.load(Ordering::SeqCst)
     }
 
+    /// `cache_memlimit`: the L1's memory limit becomes `mb` megabytes (evicting down to it).
+    pub fn set_memory_limit_mb(&self, mb: u32) {
+        self.cache.l1().set_max_memory(u64::from(mb) * 1024 * 1024);
+    }
+
     pub fn set_verbosity(&self, level: u32) {
         self.verbosity.store(level.min(2), Ordering::Relaxed);
     }
@@ -571,7 +576,7 @@ impl Engine {
     pub fn settings_stats(&self) -> Vec<(String, String)> {
         let c = self.cache.config();
         let mut v: Vec<(String, String)> = vec![
-            ("maxbytes".into(), c.max_memory.to_string()),
+            ("maxbytes".into(), self.cache.l1().max_memory().to_string()),
             (
                 "item_size_max".into(),
                 self.config.max_item_size.to_string(),

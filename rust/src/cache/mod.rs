@@ -18,6 +18,7 @@ mod shard;
 mod stats;
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -81,6 +82,17 @@ impl ItemRef<'_> {
     }
 }
 
+/// Shard `i`'s part of a limit split over `n` shards. Limits are split exactly: the first
+/// `limit % n` shards get one more, so the shards together never hold more than the total. A
+/// share is at least `min` (each shard may hold at least one entry: only an explicit `shards`
+/// above `max_entries` rounds up). A limit of 0 means unlimited.
+fn shard_share(limit: u64, n: u64, i: u64, min: u64) -> u64 {
+    if limit == 0 {
+        return u64::MAX;
+    }
+    (limit / n + u64::from(i < limit % n)).max(min)
+}
+
 /// [`Cache::deadline`] for a given config.
 pub(crate) fn deadline_for(cfg: &CacheConfig, ttl: Ttl, now: u64) -> Option<u64> {
     let after = |ms: u64| now.saturating_add(ms);
@@ -110,6 +122,8 @@ struct Inner {
     shard_mask: u64,
     hasher: shard::KeyHasher,
     clock: Arc<dyn Clock>,
+    /// `max_memory` now: the config's, until `set_max_memory` changes it.
+    max_memory: AtomicU64,
     config: CacheConfig,
     /// Where live entries go when they are evicted (the L2's write-back), if anywhere.
     demote: OnceLock<Demote>,
@@ -206,16 +220,7 @@ impl Cache {
         config.validate()?;
         let n = config.shard_count();
         let bits = n.trailing_zeros();
-        // Limits are split exactly: the first `limit % n` shards get one more, so the shards
-        // together never hold more than the configured total. Each shard may hold at least one
-        // entry (only an explicit `shards` above `max_entries` rounds up).
-        let per = |limit: u64, i: u64, min: u64| -> u64 {
-            if limit == 0 {
-                return u64::MAX;
-            }
-            let n = n as u64;
-            (limit / n + u64::from(i < limit % n)).max(min)
-        };
+        let per = |limit: u64, i: u64, min: u64| shard_share(limit, n as u64, i, min);
         let hasher = shard::KeyHasher::default();
         let shards = (0..n)
             .map(|i| {
@@ -234,6 +239,7 @@ impl Cache {
             shard_mask: n as u64 - 1,
             hasher,
             clock,
+            max_memory: AtomicU64::new(config.max_memory),
             config,
             demote: OnceLock::new(),
         });
@@ -253,6 +259,25 @@ impl Cache {
 
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
+    }
+
+    /// The memory limit in force (`max_memory`, or what `set_max_memory` made it); 0 = none.
+    pub fn max_memory(&self) -> u64 {
+        self.inner.max_memory.load(Ordering::Relaxed)
+    }
+
+    /// Changes the memory limit at run time (memcached's `cache_memlimit`); 0 = unlimited. A
+    /// lower limit evicts at once, shard by shard, by the eviction policy (live entries go to the
+    /// demotion hook, as any eviction's do); a higher one lets the cache grow.
+    pub fn set_max_memory(&self, bytes: u64) {
+        self.inner.max_memory.store(bytes, Ordering::Relaxed);
+        let n = self.inner.shards.len() as u64;
+        for (i, p) in self.inner.shards.iter().enumerate() {
+            let mut evicted = Vec::new();
+            p.0.lock()
+                .set_limit_bytes(shard_share(bytes, n, i as u64, 0), &mut evicted);
+            self.release(&[], evicted);
+        }
     }
 
     /// Sends every live entry that eviction pushes out from now on to `f` (once per cache).
@@ -656,7 +681,7 @@ impl Cache {
 
     pub fn stats(&self) -> CacheStats {
         let mut s = CacheStats {
-            limit_maxbytes: self.inner.config.max_memory,
+            limit_maxbytes: self.max_memory(),
             limit_entries: self.inner.config.max_entries,
             shards: self.inner.shards.len() as u64,
             ..Default::default()

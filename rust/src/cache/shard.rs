@@ -371,6 +371,12 @@ impl Shard {
         e
     }
 
+    /// A new memory budget; evicts down to it at once when it is lower.
+    pub(crate) fn set_limit_bytes(&mut self, limit: u64, evicted: &mut Vec<Entry>) {
+        self.limit_bytes = limit;
+        self.make_room(0, 0, evicted);
+    }
+
     fn over_limits(&self, extra_bytes: u64, extra_entries: u64) -> bool {
         self.bytes + extra_bytes > self.limit_bytes || self.len + extra_entries > self.limit_entries
     }

@@ -692,3 +692,61 @@ fn values_cross_the_shared_size_in_both_directions() {
         assert!(s.curr_items < 10, "{kind:?}: {} items", s.curr_items);
     }
 }
+
+#[test]
+fn the_memory_limit_changes_at_run_time() {
+    for kind in PolicyKind::ALL {
+        let clock = Arc::new(ManualClock::new(T0));
+        let cfg = CacheConfig {
+            max_memory: 1 << 20,
+            eviction: kind,
+            shards: 4,
+            cleanup_interval_ms: 0,
+            ..Default::default()
+        };
+        let c = Cache::with_clock(cfg, clock).unwrap();
+        let v = vec![7u8; 1000];
+        for i in 0..900 {
+            c.store(
+                format!("k{i}").as_bytes(),
+                &v,
+                0,
+                Ttl::Default,
+                StoreMode::Set,
+            )
+            .unwrap();
+        }
+        let full = c.stats();
+        assert!(full.bytes > 600 << 10, "{kind:?}: {} bytes", full.bytes);
+        c.set_max_memory(256 << 10);
+        let s = c.stats();
+        assert_eq!((c.max_memory(), s.limit_maxbytes), (256 << 10, 256 << 10));
+        assert!(
+            s.bytes <= 256 << 10,
+            "{kind:?}: {} bytes after lowering",
+            s.bytes
+        );
+        assert!(s.counters.evictions > 0 && s.curr_items < full.curr_items);
+        ok(&c);
+        // Raised again, it grows past the old limit without evicting.
+        c.set_max_memory(4 << 20);
+        let before = c.stats().counters.evictions;
+        for i in 0..2000 {
+            c.store(
+                format!("j{i}").as_bytes(),
+                &v,
+                0,
+                Ttl::Default,
+                StoreMode::Set,
+            )
+            .unwrap();
+        }
+        let s = c.stats();
+        assert_eq!(s.counters.evictions, before, "{kind:?}");
+        assert!(s.bytes > 1 << 20);
+        // 0 means unlimited.
+        c.set_max_memory(0);
+        assert_eq!(c.stats().limit_maxbytes, 0);
+        ok(&c);
+    }
+}

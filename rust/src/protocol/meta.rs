@@ -186,7 +186,7 @@ fn strtoull(t: &[u8]) -> Option<u64> {
 }
 
 /// `safe_strtoul` into a `uint32_t`: `strtoull`'s rules, then truncated to 32 bits (flags wrap).
-fn strtoul_u32(t: &[u8]) -> Option<u32> {
+pub(crate) fn strtoul_u32(t: &[u8]) -> Option<u32> {
     strtoull(t).map(|v| v as u32)
 }
 

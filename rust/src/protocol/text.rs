@@ -294,6 +294,7 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             panic!("`debug panic`: a test hook standing in for a bug in a command")
         }
         b"verbosity" if ok(2, 3) => verbosity(engine, args, out),
+        b"cache_memlimit" if ok(2, 3) => cache_memlimit(engine, args, out),
         b"stats" => stats(engine, args, out),
         b"shutdown" => {
             if engine.config().allow_shutdown {
@@ -600,6 +601,24 @@ fn flush_all(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     };
     engine.flush_all(delay_ms);
     reply(out, noreply, b"OK\r\n");
+}
+
+/// `cache_memlimit <megabytes> [noreply]`, with memcached's replies: the number parses as its
+/// `safe_strtoul` into 32 bits, and below 8 MB or above 10^9 MB is refused.
+fn cache_memlimit(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
+    let noreply = is_noreply(args);
+    let msg: &[u8] = match super::meta::strtoul_u32(args[0]) {
+        None => ERROR,
+        Some(mb) if mb < 8 => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+        Some(mb) if mb > 1_000_000_000 => {
+            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+        }
+        Some(mb) => {
+            engine.set_memory_limit_mb(mb);
+            b"OK\r\n"
+        }
+    };
+    reply(out, noreply, msg);
 }
 
 fn verbosity(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
