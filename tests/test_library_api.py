@@ -1339,3 +1339,28 @@ def test_many_caches_can_be_created_and_closed() -> None:
         with Cache(cleanup_interval=0.5) as c:
             c.set("k", b"v")
             assert c.get("k") == b"v"
+
+
+def test_max_memory_can_be_changed_at_run_time() -> None:
+    c = ratmemcache.Cache(max_memory="4MB", shards=4)
+    for i in range(3000):
+        c.set(f"k{i}", b"v" * 1000)
+    assert c.stats()["bytes"] > 2 << 20
+    c.max_memory = "1MB"  # a lower limit evicts at once
+    s = c.stats()
+    assert c.max_memory == 1 << 20 == s["limit_maxbytes"]
+    assert s["bytes"] <= 1 << 20 and s["evictions"] > 0
+    assert "max_memory=1048576" in repr(c)
+    c.max_memory = 8 << 20  # a higher one lets it grow, without evicting
+    evicted = s["evictions"]
+    for i in range(5000):
+        c.set(f"j{i}", b"v" * 1000)
+    assert c.stats()["evictions"] == evicted
+    c.check_invariants()
+    with pytest.raises(ratmemcache.ConfigError, match="max_memory"):
+        c.max_memory = "lots"
+    with pytest.raises(AttributeError):
+        del c.max_memory
+    c.close()
+    with pytest.raises(ratmemcache.CacheClosedError):
+        c.max_memory = 1 << 20

@@ -743,9 +743,20 @@ impl PyCache {
         self.core.config().eviction.name()
     }
 
+    /// The memory limit in bytes (0 = none). Assigning it (an int or a size string such as
+    /// "256MB") changes it at run time, as memcached's `cache_memlimit` does: a lower limit
+    /// evicts down to it at once.
     #[getter]
     fn max_memory(&self) -> u64 {
-        self.core.config().max_memory
+        self.core.l1().max_memory()
+    }
+
+    #[setter(max_memory)]
+    fn set_max_memory(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let core = self.open()?;
+        let bytes = size_of_arg(Some(value), "max_memory", 0)?;
+        py.detach(|| core.l1().set_max_memory(bytes));
+        Ok(())
     }
 
     #[getter]
@@ -796,7 +807,7 @@ impl PyCache {
         format!(
             "Cache(eviction={:?}, max_memory={}, max_entries={}, len={}{})",
             c.eviction.name(),
-            c.max_memory,
+            self.core.l1().max_memory(),
             c.max_entries,
             self.core.len(),
             if self.closed.load(Ordering::Relaxed) {
