@@ -705,17 +705,14 @@ fn the_memory_limit_changes_at_run_time() {
             ..Default::default()
         };
         let c = Cache::with_clock(cfg, clock).unwrap();
-        let v = vec![7u8; 1000];
-        for i in 0..900 {
-            c.store(
-                format!("k{i}").as_bytes(),
-                &v,
-                0,
-                Ttl::Default,
-                StoreMode::Set,
-            )
-            .unwrap();
-        }
+        let fill = |prefix: &str, n: usize| {
+            for i in 0..n {
+                let key = format!("{prefix}{i}");
+                c.store(key.as_bytes(), &[7; 1000], 0, Ttl::Default, StoreMode::Set)
+                    .unwrap();
+            }
+        };
+        fill("k", 900);
         let full = c.stats();
         assert!(full.bytes > 600 << 10, "{kind:?}: {} bytes", full.bytes);
         c.set_max_memory(256 << 10);
@@ -731,16 +728,7 @@ fn the_memory_limit_changes_at_run_time() {
         // Raised again, it grows past the old limit without evicting.
         c.set_max_memory(4 << 20);
         let before = c.stats().counters.evictions;
-        for i in 0..2000 {
-            c.store(
-                format!("j{i}").as_bytes(),
-                &v,
-                0,
-                Ttl::Default,
-                StoreMode::Set,
-            )
-            .unwrap();
-        }
+        fill("j", 2000);
         let s = c.stats();
         assert_eq!(s.counters.evictions, before, "{kind:?}");
         assert!(s.bytes > 1 << 20);
