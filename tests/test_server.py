@@ -99,6 +99,18 @@ def test_pipelined_requests_are_answered_together_in_order(shared: ServerProcess
     assert reply == expected
 
 
+def test_replies_over_the_budget_and_quit_from_one_small_read(shared: ServerProcess) -> None:
+    """One short read whose replies exceed the 1 MB reply budget: the rest is answered after
+    the first part is sent (the anyio engine's inline path hands over to the connection's
+    task); then a quit in the same read closes the connection after its replies."""
+    value = b"b" * 100_000
+    with shared.connect() as s:
+        assert exchange(s, b"set budget 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
+        one = b"VALUE budget 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
+        s.sendall(b"get budget\r\n" * 30 + b"quit\r\n")
+        assert recv_until_closed(s) == one * 30
+
+
 def test_stats_settings_reflect_the_config(shared: ServerProcess) -> None:
     st = stats(shared, "settings")
     assert st["tcpport"] == str(shared.port)

@@ -110,6 +110,41 @@ async def run_connection(
     sw = options.switches
     buffered = 0  # what the session holds of an unfinished request, after the last feed
     big_replies = False  # the last reply was large: this client moves big values
+    # The inline path: on a FastStream, a light read (no request half-received, no large
+    # values, no offload, no optional logs, no idle timeout) that arrives while this task waits
+    # is answered from the protocol's callback, without waking the task. What needs the task
+    # (a close, a reply the socket can't take yet, replies left over the budget, an error) is
+    # handed back to it: receive() then returns b"".
+    fast = stream if isinstance(stream, FastStream) else None
+    inline_close = False
+    inline_error: Exception | None = None
+
+    def serve_inline(data: bytes) -> bool:
+        nonlocal buffered, big_replies, inline_close, inline_error
+        if state.draining or buffered or big_replies or len(data) >= offload:
+            return False
+        assert fast is not None
+        state.bytes_in += len(data)
+        try:
+            reply, close = feed(data)
+        except Exception as e:  # a bug: the task raises it, as if its own feed had
+            inline_error = e
+            fast.hand_over()
+            return True
+        buffered = session.buffered
+        if reply:
+            big_replies = len(reply) >= offload
+            state.bytes_out += len(reply)
+            fast.write_now(reply)
+        if close or fast.writing_paused or session.has_more:
+            inline_close = close
+            fast.hand_over()
+        state.idle = buffered == 0
+        return True
+
+    inline_ok = not (always_offload or idle_timeout > 0 or sw.perf or sw.cache)
+    if fast is not None and inline_ok:
+        fast.set_inline(serve_inline)
     try:
         with state.scope:
             while True:
@@ -129,6 +164,17 @@ async def run_connection(
                         break
                 else:
                     data = await receive(read_size)
+                    if not data:  # the inline path handed the connection back
+                        if inline_error is not None:
+                            raise inline_error
+                        if inline_close:
+                            state.closed_because = "closed by the protocol engine"
+                            if on_server_close is not None:
+                                on_server_close()
+                            break
+                        if fast is not None:
+                            await fast.drain()
+                        continue
                 state.idle = False
                 state.bytes_in += len(data)
 
@@ -177,6 +223,8 @@ async def run_connection(
         if state.scope.cancelled_caught and not state.closed_because:
             state.closed_because = "shutdown"
     finally:
+        if fast is not None:
+            fast.set_inline(None)
         session.close()
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(*_GONE):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -36,10 +37,12 @@ HIGH_WATER = 256 * 1024
 
 class _Protocol(asyncio.Protocol):
     __slots__ = (
+        "attention",
         "buffered",
         "chunks",
         "eof",
         "exc",
+        "inline",
         "lost",
         "reader",
         "reading_paused",
@@ -59,8 +62,24 @@ class _Protocol(asyncio.Protocol):
         self.writer: asyncio.Future[None] | None = None
         self.reading_paused = False
         self.writing_paused = False
+        self.inline: Callable[[bytes], bool] | None = None
+        #: The inline handler handed the connection back: the next receive() returns b"".
+        self.attention = False
 
     def data_received(self, data: bytes) -> None:
+        # While the connection's task waits for a request with nothing queued, the inline
+        # handler may answer this read on the spot, saving the task's wake-up.
+        inline = self.inline
+        reader = self.reader
+        if (
+            inline is not None
+            and reader is not None
+            and not reader.done()
+            and not self.chunks
+            and not self.attention
+            and inline(data)
+        ):
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered >= HIGH_WATER and not self.reading_paused:
@@ -107,6 +126,9 @@ class FastStream(anyio.abc.ByteStream):
         p = self._p
         chunks = p.chunks
         while not chunks:
+            if p.attention:
+                p.attention = False
+                return b""
             if self._closed:
                 raise anyio.ClosedResourceError
             if p.exc is not None:
@@ -144,6 +166,11 @@ class FastStream(anyio.abc.ByteStream):
         if p.lost or self._tp.is_closing():
             raise anyio.BrokenResourceError from p.exc
         self._tp.write(item)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Returns once the transport has room again (at once, usually)."""
+        p = self._p
         while p.writing_paused and not p.lost:
             p.writer = self._loop.create_future()
             try:
@@ -152,6 +179,26 @@ class FastStream(anyio.abc.ByteStream):
                 p.writer = None
         if p.lost and p.exc is not None:
             raise anyio.BrokenResourceError from p.exc
+
+    # The inline path (see ``connection.run_connection``): a handler that the protocol calls
+    # with a read while ``receive()`` waits, which answers it with ``write_now`` and calls
+    # ``hand_over`` when the task must take over (close, backpressure, more to answer).
+
+    def set_inline(self, handler: Callable[[bytes], bool] | None) -> None:
+        """``handler(data)`` returns True when it consumed ``data``, False to queue it."""
+        self._p.inline = handler
+
+    def write_now(self, item: bytes) -> None:
+        self._tp.write(item)
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._p.writing_paused
+
+    def hand_over(self) -> None:
+        """Wakes the task waiting in ``receive()``, which returns b"" (before any queued data)."""
+        self._p.attention = True
+        _wake(self._p.reader)
 
     async def send_eof(self) -> None:
         self._tp.write_eof()
