@@ -18,7 +18,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from servers import ServerProcess, memcached, ratmemcached, requires_memcached
+from servers import ENGINES, ServerProcess, memcached, ratmemcached, requires_memcached
 
 pytestmark = requires_memcached
 
@@ -124,9 +124,12 @@ def normalize(conn: Conn, reply: bytes, key: str) -> bytes:
     return CAS_IN_META.sub(b" c<cas>", reply)
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    with memcached() as ref, ratmemcached(config={"l1": {"shards": 1}}) as ours:
+@pytest.fixture(scope="module", params=ENGINES)
+def servers(request: pytest.FixtureRequest) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """memcached and ratmemcached with each I/O engine: the anyio engine answers these small
+    requests on its inline path, the native one in its connection tasks."""
+    config = {"l1": {"shards": 1}}
+    with memcached() as ref, ratmemcached(config=config, engine=request.param) as ours:
         yield ref, ours
 
 
