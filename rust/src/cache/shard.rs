@@ -5,6 +5,8 @@
 //! entries do not store theirs, so the shard recomputes one from the key (with the facade's
 //! hasher) when the table grows or an entry leaves.
 
+use std::hash::BuildHasher;
+
 use bytes::Bytes;
 use hashbrown::HashTable;
 
@@ -273,7 +275,6 @@ impl Shard {
     /// The hash the facade computed for this key.
     #[inline]
     fn hash_of(&self, key: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
         self.hasher.hash_one(key)
     }
 
@@ -358,8 +359,17 @@ impl Shard {
     }
 
     fn remove_slot(&mut self, slot: u32, why: RemoveReason) -> Entry {
-        let info = self.info(slot);
+        let hash = self.hash_of(self.entry(slot).key());
+        self.remove_hashed(slot, hash, why)
+    }
+
+    /// `remove_slot` when the caller has the key's hash at hand.
+    fn remove_hashed(&mut self, slot: u32, hash: u64, why: RemoveReason) -> Entry {
         let e = self.slots[slot as usize].take().expect("live slot");
+        let info = EntryInfo {
+            hash,
+            expires_at: e.expires_at,
+        };
         self.policy.remove(slot, info, why);
         if let Ok(o) = self.table.find_entry(info.hash, |&s| s == slot) {
             o.remove();
@@ -432,7 +442,6 @@ impl Shard {
         self.slots[slot as usize] = Some(Entry::new(key, value, cas, expires_at, flags, meta));
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.table.insert_unique(hash, slot, |&s| {
-            use std::hash::BuildHasher;
             slots[s as usize]
                 .as_ref()
                 .map_or(0, |e| hasher.hash_one(e.key()))
@@ -445,9 +454,11 @@ impl Shard {
     /// Replaces an existing entry's value and metadata in place, keeping its policy standing.
     /// As memcached makes a new item, the entry's meta flags become `meta_flags` (the library's
     /// `TEXT_KEY` is kept) and its last access is now.
+    #[allow(clippy::too_many_arguments)]
     fn overwrite(
         &mut self,
         slot: u32,
+        hash: u64,
         value: &[u8],
         flags: u32,
         expires_at: u64,
@@ -455,10 +466,9 @@ impl Shard {
         now: u64,
     ) -> u64 {
         let cas = self.next_cas();
-        let old = self.info(slot);
-        let (old_len, key_len) = {
+        let (old_len, key_len, old_exp) = {
             let e = self.entry(slot);
-            (e.value_len(), e.key().len())
+            (e.value_len(), e.key().len(), e.expires_at)
         };
         let new_len = value.len();
         let e = self.entry_mut(slot);
@@ -472,7 +482,10 @@ impl Shard {
         );
         self.bytes = self.bytes - self.charge(key_len, old_len) + self.charge(key_len, new_len);
         self.payload = self.payload - old_len as u64 + new_len as u64;
-        let hash = old.hash;
+        let old = EntryInfo {
+            hash,
+            expires_at: old_exp,
+        };
         self.policy
             .update(slot, old, EntryInfo { hash, expires_at });
         self.counters.total_items += 1;
@@ -579,7 +592,7 @@ impl Shard {
                     self.count_born_expired();
                     return StoreOutcome::Stored(self.next_cas());
                 };
-                let cas = self.overwrite(s, value, flags, deadline, meta_flags, now);
+                let cas = self.overwrite(s, hash, value, flags, deadline, meta_flags, now);
                 self.fit_after_growth(s, evicted);
                 StoreOutcome::Stored(cas)
             }
@@ -697,7 +710,7 @@ impl Shard {
         match self.find_live(hash, key, now) {
             Some(s) => {
                 self.counters.delete_hits += 1;
-                Some(self.remove_slot(s, RemoveReason::Deleted))
+                Some(self.remove_hashed(s, hash, RemoveReason::Deleted))
             }
             None => {
                 self.counters.delete_misses += 1;
@@ -713,7 +726,7 @@ impl Shard {
             self.count_delta_miss(delta);
             return DeltaOutcome::NotFound;
         };
-        match self.apply_delta(s, delta, now) {
+        match self.apply_delta(s, hash, delta, now) {
             Some((v, cas)) => DeltaOutcome::Value(v, cas),
             None => DeltaOutcome::NonNumeric,
         }
@@ -729,7 +742,7 @@ impl Shard {
     /// incr/decr on the live entry in `slot`: the new number and CAS unique, or `None` when the
     /// value is not a number. A result longer than the old value is a new item in memcached, so
     /// it loses the fetched, stale and win marks; one that fits is rewritten in place.
-    fn apply_delta(&mut self, s: u32, delta: Delta, now: u64) -> Option<(u64, u64)> {
+    fn apply_delta(&mut self, s: u32, hash: u64, delta: Delta, now: u64) -> Option<(u64, u64)> {
         let e = self.entry(s);
         let (old_len, flags, exp, meta) = (e.value_len(), e.flags, e.expires_at, e.meta);
         let cur = parse_decimal(e.value())?;
@@ -753,7 +766,7 @@ impl Shard {
             digits.resize(old_len, b' ');
         }
         let grew = digits.len() > old_len;
-        let cas = self.overwrite(s, &digits, flags, exp, meta_flags, now);
+        let cas = self.overwrite(s, hash, &digits, flags, exp, meta_flags, now);
         if !grew {
             // Rewritten in place: memcached counts no new item (`total_items`).
             self.counters.total_items -= 1;
@@ -989,7 +1002,7 @@ impl Shard {
                 if compare_cas != 0 && compare_cas != e.cas {
                     return MetaDelta::Exists;
                 }
-                match self.apply_delta(s, delta, now) {
+                match self.apply_delta(s, hash, delta, now) {
                     Some((n, _)) => (s, n, false),
                     None => return MetaDelta::NonNumeric,
                 }
