@@ -1,11 +1,18 @@
 """ratmemcache: a memcached-compatible cache with a Rust core.
 
-In process::
+In process, Python objects by reference::
 
     import ratmemcache
+    cache = ratmemcache.ObjectCache(max_entries=10_000, default_ttl=300)
+    cache["user:1"] = {"name": "Ada"}
+
+    @ratmemcache.cached(maxsize=1024)
+    def load(user_id: int) -> dict: ...
+
+or bytes, the store the server shares (with an optional L2 on disk)::
+
     cache = ratmemcache.Cache(max_memory="64MB", eviction="s3fifo", default_ttl=300)
     cache.set("user:1", b"...")
-    cache.get("user:1")
 
 The same core backs the ``ratmemcached`` server.
 """
@@ -19,10 +26,12 @@ from ratmemcache._core import (
     FLAG_SERIALIZED,
     POLICIES,
     Cache,
+    CachedFunction,
     ManualClock,
+    ObjectCache,
     __version__,
 )
-from ratmemcache.decorators import cached
+from ratmemcache.decorators import CacheInfo, cached
 from ratmemcache.errors import CacheClosedError, ConfigError, PersistenceError, RatMemCacheError
 
 if TYPE_CHECKING:
@@ -36,9 +45,12 @@ __all__ = [
     "POLICIES",
     "Cache",
     "CacheClosedError",
+    "CacheInfo",
+    "CachedFunction",
     "Config",
     "ConfigError",
     "ManualClock",
+    "ObjectCache",
     "PersistenceError",
     "RatMemCacheError",
     "Server",

@@ -38,6 +38,7 @@ from ratmemcache.config import (
     format_size,
 )
 from ratmemcache.errors import ConfigError, PersistenceError
+from ratmemcache.lifecycle import require_bytes_cache
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 from ratmemcache.server import (
     PERF_REPORT_SECONDS,
@@ -238,6 +239,7 @@ def start_native(
     """
     from ratmemcache._core import NativeServer
 
+    require_bytes_cache(cache, "serve_native()")
     config.check_available()
     s = config.server
     sw = switches if switches is not None else LogSwitches.from_config(config.logging)

@@ -54,6 +54,7 @@ from ratmemcache.connection import (
 )
 from ratmemcache.errors import ConfigError, PersistenceError, RatMemCacheError
 from ratmemcache.fast_stream import adopt
+from ratmemcache.lifecycle import require_bytes_cache
 from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Server:
         *,
         handle_signals: bool = False,
     ) -> None:
+        require_bytes_cache(cache, "Server")
         self.config = config if config is not None else Config()
         # This class is the anyio engine, whatever the config names (stats settings says so).
         self.config.server.engine = "anyio"

@@ -13,6 +13,7 @@
 mod clock;
 mod config;
 mod entry;
+pub mod objects;
 pub mod policy;
 mod shard;
 mod stats;
@@ -93,25 +94,63 @@ fn shard_share(limit: u64, n: u64, i: u64, min: u64) -> u64 {
     (limit / n + u64::from(i < limit % n)).max(min)
 }
 
-/// [`Cache::deadline`] for a given config.
-pub(crate) fn deadline_for(cfg: &CacheConfig, ttl: Ttl, now: u64) -> Option<u64> {
-    let after = |ms: u64| now.saturating_add(ms);
-    let d = match ttl {
-        Ttl::Default if cfg.default_ttl_ms == 0 => 0,
-        Ttl::Default => after(cfg.default_ttl_ms),
-        Ttl::Never => 0,
-        Ttl::After(ms) => after(ms),
-        Ttl::At(t) if t <= now => return None,
-        Ttl::At(t) => t,
-        Ttl::Expired => return None,
-    };
-    if cfg.max_ttl_ms > 0 {
-        let cap = after(cfg.max_ttl_ms);
-        if d == 0 || d > cap {
-            return Some(cap);
+/// The lifetime rules every store applies: a default for writes that give none, and a cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlRules {
+    /// For `Ttl::Default`, in ms; 0 means never expire.
+    pub default_ttl_ms: u64,
+    /// Upper bound on any lifetime, "never" included, in ms; 0 means no bound.
+    pub max_ttl_ms: u64,
+}
+
+impl TtlRules {
+    pub fn of(cfg: &CacheConfig) -> TtlRules {
+        TtlRules {
+            default_ttl_ms: cfg.default_ttl_ms,
+            max_ttl_ms: cfg.max_ttl_ms,
         }
     }
-    Some(d)
+
+    /// Whether `ttl` gives a deadline that needs the time: a lifetime ending "never" doesn't.
+    pub fn needs_clock(&self, ttl: Ttl) -> bool {
+        let never = match ttl {
+            Ttl::Never => true,
+            Ttl::Default => self.default_ttl_ms == 0,
+            _ => false,
+        };
+        self.max_ttl_ms > 0 || !never
+    }
+
+    /// The deadline in unix ms for a write at `now`: `Some(0)` means never, `None` means
+    /// already expired. `now` is read only when [`needs_clock`](Self::needs_clock) says so.
+    pub fn deadline(&self, ttl: Ttl, now: impl FnOnce() -> u64) -> Option<u64> {
+        if !self.needs_clock(ttl) {
+            return Some(0);
+        }
+        let now = now();
+        let after = |ms: u64| now.saturating_add(ms);
+        let d = match ttl {
+            Ttl::Default if self.default_ttl_ms == 0 => 0,
+            Ttl::Default => after(self.default_ttl_ms),
+            Ttl::Never => 0,
+            Ttl::After(ms) => after(ms),
+            Ttl::At(t) if t <= now => return None,
+            Ttl::At(t) => t,
+            Ttl::Expired => return None,
+        };
+        if self.max_ttl_ms > 0 {
+            let cap = after(self.max_ttl_ms);
+            if d == 0 || d > cap {
+                return Some(cap);
+            }
+        }
+        Some(d)
+    }
+}
+
+/// [`Cache::deadline`] for a given config.
+pub(crate) fn deadline_for(cfg: &CacheConfig, ttl: Ttl, now: u64) -> Option<u64> {
+    TtlRules::of(cfg).deadline(ttl, || now)
 }
 
 #[repr(align(128))]

@@ -12,11 +12,12 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
 
+use super::args::{choice, duration_ms, eviction_of, size_of_arg, ttl_of};
 use super::clock::PyManualClock;
-use super::errors::{config_error, to_py, type_error};
+use super::errors::{to_py, type_error};
 use crate::cache::{
-    parse_size, Cache, CacheConfig, Clock, Delta, DeltaOutcome, PolicyKind, StoreMode,
-    StoreOutcome, SystemClock, Ttl, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
+    Cache, CacheConfig, Clock, Delta, DeltaOutcome, StoreMode, StoreOutcome, SystemClock,
+    DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
 };
 use crate::error::CoreError;
 use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
@@ -69,76 +70,6 @@ fn key_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<(&'a [u8], bool)> {
         "keys must be str or bytes, not {}",
         obj.get_type().name()?
     )))
-}
-
-fn seconds_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    if obj.hasattr("total_seconds")? {
-        return obj.call_method0("total_seconds")?.extract();
-    }
-    obj.extract::<f64>()
-        .map_err(|_| type_error(format!("{what} must be a number of seconds or a timedelta")))
-}
-
-/// `None` uses the cache's default TTL; 0 means never; a positive number is seconds from now.
-fn ttl_of(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Ttl> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(Ttl::Default);
-    };
-    let s = seconds_of(obj, "ttl")?;
-    if !s.is_finite() || s < 0.0 {
-        return Err(to_py(CoreError::BadArgument(format!(
-            "ttl must be a finite number of seconds >= 0 (0 = never expire), got {s}"
-        ))));
-    }
-    Ok(if s == 0.0 {
-        Ttl::Never
-    } else {
-        Ttl::After(((s * 1000.0).ceil() as u64).max(1))
-    })
-}
-
-fn duration_ms(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<u64> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(0);
-    };
-    let s = seconds_of(obj, name)?;
-    if !s.is_finite() || s < 0.0 {
-        return Err(config_error(format!(
-            "{name} must be a number of seconds >= 0, got {s}"
-        )));
-    }
-    Ok((s * 1000.0).round() as u64)
-}
-
-fn size_of_arg(obj: Option<&Bound<'_, PyAny>>, name: &str, default: u64) -> PyResult<u64> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(default);
-    };
-    if let Ok(s) = obj.cast::<PyString>() {
-        return parse_size(s.to_str()?).map_err(|e| config_error(format!("{name}: {e}")));
-    }
-    match obj.extract::<i128>() {
-        Ok(n) if (0..=u64::MAX as i128).contains(&n) => Ok(n as u64),
-        Ok(n) => Err(config_error(format!("{name} must be >= 0, got {n}"))),
-        Err(_) => Err(type_error(format!(
-            "{name} must be an int or a size string such as \"64MB\", not {}",
-            obj.get_type().name()?
-        ))),
-    }
-}
-
-/// One of a fixed set of spellings, or a ConfigError that lists them.
-fn choice<T: Copy>(name: &str, value: &str, options: &[(&str, T)]) -> PyResult<T> {
-    match options.iter().find(|(k, _)| *k == value) {
-        Some((_, v)) => Ok(*v),
-        None => {
-            let names: Vec<String> = options.iter().map(|(k, _)| format!("{k:?}")).collect();
-            Err(config_error(format!(
-                "{name} must be one of {}, got {value:?}",
-                names.join(", ")
-            )))
-        }
-    }
 }
 
 fn delta_of(delta: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -314,9 +245,7 @@ impl PyCache {
         on_corruption: &str,
         warm_up: bool,
     ) -> PyResult<Self> {
-        let eviction: PolicyKind = eviction
-            .parse()
-            .map_err(|e: crate::cache::UnknownPolicy| config_error(format!("eviction: {e}")))?;
+        let eviction = eviction_of(eviction)?;
         let config = CacheConfig {
             max_memory: size_of_arg(max_memory, "max_memory", DEFAULT_MAX_MEMORY)?,
             max_entries: size_of_arg(max_entries, "max_entries", 0)?,

@@ -1,10 +1,15 @@
 //! The Python extension `ratmemcache._core`: the only code that imports pyo3.
 
+mod args;
 mod cache;
+mod cached;
 mod clock;
 mod errors;
+mod gil_lock;
 mod native;
+mod objects;
 mod server;
+mod single_flight;
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -54,6 +59,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_log::try_init();
     m.add_class::<cache::PyCache>()?;
     m.add_class::<clock::PyManualClock>()?;
+    m.add_class::<objects::PyObjectCache>()?;
+    m.add_class::<cached::PyCachedFunction>()?;
+    m.add_class::<single_flight::PySingleFlight>()?;
     m.add_class::<server::PyEngine>()?;
     m.add_class::<server::PySession>()?;
     m.add_class::<native::PyNativeServer>()?;
