@@ -381,27 +381,32 @@ impl Cache {
     /// Reads an entry, counting a hit or a miss, and lets `f` look at it under the shard lock.
     #[inline]
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
-        let now = self.now_ms();
         let (h, shard) = self.locate(key);
-        shard.lock().get_with(h, key, now, |e| {
-            f(ItemRef {
-                key: e.key(),
-                value: e.value(),
-                flags: e.flags,
-                cas: e.cas,
-                expires_at: e.expires_at,
-                text_key: e.text_key(),
-                shared: e.shared_value(),
-            })
-        })
+        shard.lock().get_with(
+            h,
+            key,
+            || self.now_ms(),
+            |e| {
+                f(ItemRef {
+                    key: e.key(),
+                    value: e.value(),
+                    flags: e.flags,
+                    cas: e.cas,
+                    expires_at: e.expires_at,
+                    text_key: e.text_key(),
+                    shared: e.shared_value(),
+                })
+            },
+        )
     }
 
     /// Reads an entry, counting a hit or a miss.
     /// The value is shared with the cache, not copied.
     pub fn get(&self, key: &[u8]) -> Option<Item> {
-        let now = self.now_ms();
         let (h, shard) = self.locate(key);
-        shard.lock().get_with(h, key, now, shard::item_of)
+        shard
+            .lock()
+            .get_with(h, key, || self.now_ms(), shard::item_of)
     }
 
     /// Whether a live entry exists; doesn't count as a read or change the eviction order.

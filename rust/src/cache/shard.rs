@@ -616,16 +616,18 @@ impl Shard {
         }
     }
 
-    /// A read: on a hit the policy sees the access and `f` sees the entry.
+    /// A read: on a hit the policy sees the access and `f` sees the entry. The clock is read
+    /// only when the key is found (a miss doesn't need the time).
     #[inline]
     pub(crate) fn get_with<R>(
         &mut self,
         hash: u64,
         key: &[u8],
-        now: u64,
+        now: impl FnOnce() -> u64,
         f: impl FnOnce(&Entry) -> R,
     ) -> Option<R> {
         let found = self.find(hash, key);
+        let now = if found.is_some() { now() } else { 0 };
         let slot = match found {
             Some(s) if self.entry(s).is_live(now) => s,
             Some(s) => {

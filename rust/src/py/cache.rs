@@ -58,13 +58,26 @@ pub(crate) struct PyCache {
 }
 
 /// A key as the core sees it: its bytes, and whether the caller gave it as `str`.
+///
+/// `str` is tried first (most keys are), straight through the C API: PyO3's failed cast to
+/// `bytes` and its checked conversion cost more than the lookup itself.
 #[inline]
 fn key_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<(&'a [u8], bool)> {
+    let p = obj.as_ptr();
+    // SAFETY: `p` is a live object and the GIL is held; CPython keeps the UTF-8 form of a `str`
+    // (and the buffer of a `bytes`) alive as long as the object, which `'a` borrows.
+    unsafe {
+        if pyo3::ffi::PyUnicode_Check(p) != 0 {
+            let mut len: pyo3::ffi::Py_ssize_t = 0;
+            let utf8 = pyo3::ffi::PyUnicode_AsUTF8AndSize(p, &mut len);
+            if utf8.is_null() {
+                return Err(PyErr::fetch(obj.py()));
+            }
+            return Ok((std::slice::from_raw_parts(utf8.cast(), len as usize), true));
+        }
+    }
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok((b.as_bytes(), false));
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok((s.to_str()?.as_bytes(), true));
     }
     Err(type_error(format!(
         "keys must be str or bytes, not {}",

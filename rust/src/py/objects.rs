@@ -215,7 +215,7 @@ impl ObjectCore {
         let mut garbage = Garbage::new();
         let stored = self.lock(py)?.insert(
             hash,
-            key.clone().unbind(),
+            || key.clone().unbind(),
             value.clone().unbind(),
             weight,
             expires_at,
@@ -225,12 +225,12 @@ impl ObjectCore {
         )?;
         let fits = match stored {
             Stored::Inserted => true,
-            Stored::Replaced { old, key } => {
-                drop((old.into_bound(py), key.into_bound(py)));
+            Stored::Replaced { old } => {
+                drop(old.into_bound(py));
                 true
             }
-            Stored::TooHeavy { key, value } => {
-                drop((key.into_bound(py), value.into_bound(py)));
+            Stored::TooHeavy { value } => {
+                drop(value.into_bound(py));
                 false
             }
         };
@@ -253,7 +253,7 @@ impl ObjectCore {
         let mut garbage = Garbage::new();
         let out = match self.lock(py)?.insert_absent(
             hash,
-            key.clone().unbind(),
+            || key.clone().unbind(),
             value.clone().unbind(),
             weight,
             expires_at,

@@ -1,8 +1,10 @@
 //! Single flight: while one thread computes the value of a missing key, the other threads that
 //! ask for the same key wait for its result instead of computing it again.
 //!
-//! The first caller leads: it registers a flight under the key, computes, stores the value, and
-//! hands the result (or the exception) to every follower. Followers wait with the GIL released.
+//! The first caller leads: it registers the key, computes, stores the value, and hands the result
+//! (or the exception) to every follower. Followers wait with the GIL released. The place they
+//! wait on (a mutex and a condition variable) is made by the first follower, so a miss that no
+//! one else asks for allocates nothing.
 //! A thread that asks again for the key it is computing (a recursive function) is not made to
 //! wait for itself: it computes on its own, as `functools.lru_cache` would.
 //!
@@ -20,9 +22,9 @@ use super::gil_lock::{this_thread, GilLock};
 use super::objects::same_key;
 use crate::cache::objects::find_entry_or_err;
 
-/// One computation in progress.
+/// Where followers wait for a leader's result.
+#[derive(Default)]
 pub(crate) struct Flight {
-    leader: usize,
     result: Mutex<Option<PyResult<Py<PyAny>>>>,
     done: Condvar,
 }
@@ -43,16 +45,28 @@ impl Flight {
     }
 }
 
+/// One computation in progress.
 struct Registered {
     hash: u64,
     key: Py<PyAny>,
-    flight: Arc<Flight>,
+    /// The leading thread.
+    leader: usize,
+    /// Made by the first follower.
+    flight: Option<Arc<Flight>>,
+    /// Tells this registration from a later one of the same key.
+    id: u64,
 }
 
-/// The flights in progress, by key.
+/// The computations in progress, by key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    table: GilLock<HashTable<Registered>>,
+    table: GilLock<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_key: HashTable<Registered>,
+    next_id: u64,
 }
 
 /// What a caller of a missing key does.
@@ -71,39 +85,37 @@ impl Flights {
         let me = this_thread();
         let mut table = self.table.lock(py)?;
         let mut eq = same_key(key);
-        let found = find_entry_or_err(&mut table, hash, |r| {
+        let found = find_entry_or_err(&mut table.by_key, hash, |r| {
             if r.hash == hash {
                 eq(&r.key)
             } else {
                 Ok(false)
             }
         })?;
-        if let Some(entry) = found {
-            let flight = &entry.get().flight;
-            return Ok(if flight.leader == me {
-                Role::Recursive
-            } else {
-                Role::Follow(flight.clone())
-            });
+        if let Some(mut entry) = found {
+            let r = entry.get_mut();
+            if r.leader == me {
+                return Ok(Role::Recursive);
+            }
+            return Ok(Role::Follow(r.flight.get_or_insert_default().clone()));
         }
-        let flight = Arc::new(Flight {
-            leader: me,
-            result: Mutex::new(None),
-            done: Condvar::new(),
-        });
-        table.insert_unique(
+        table.next_id += 1;
+        let id = table.next_id;
+        table.by_key.insert_unique(
             hash,
             Registered {
                 hash,
                 key: key.clone().unbind(),
-                flight: flight.clone(),
+                leader: me,
+                flight: None,
+                id,
             },
             |r| r.hash,
         );
         Ok(Role::Lead(Lead {
             flights: self,
             hash,
-            flight: Some(flight),
+            id: Some(id),
         }))
     }
 }
@@ -113,7 +125,8 @@ impl Flights {
 pub(crate) struct Lead<'a> {
     flights: &'a Flights,
     hash: u64,
-    flight: Option<Arc<Flight>>,
+    /// The registration; None once finished.
+    id: Option<u64>,
 }
 
 impl Lead<'_> {
@@ -127,27 +140,33 @@ impl Lead<'_> {
     }
 
     fn end(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) {
-        let Some(flight) = self.flight.take() else {
+        let Some(id) = self.id.take() else {
             return;
         };
         let removed = match self.flights.table.lock(py) {
             Ok(mut table) => table
-                .find_entry(self.hash, |r| Arc::ptr_eq(&r.flight, &flight))
+                .by_key
+                .find_entry(self.hash, |r| r.id == id)
                 .ok()
                 .map(|e| e.remove().0),
-            // Only a poisoned table gets here; its flight is lost with it.
+            // Only a poisoned table gets here; its followers' wait is lost with it.
             Err(_) => None,
         };
+        let Some(Registered { key, flight, .. }) = removed else {
+            return;
+        };
         // The key is dropped after the table is released: its __del__ may call back.
-        drop(removed);
-        *flight.result.lock() = Some(result);
-        flight.done.notify_all();
+        drop(key.into_bound(py));
+        if let Some(flight) = flight {
+            *flight.result.lock() = Some(result);
+            flight.done.notify_all();
+        }
     }
 }
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        if self.flight.is_some() {
+        if self.id.is_some() {
             Python::attach(|py| {
                 self.end(
                     py,

@@ -23,9 +23,9 @@ fn at(t: u64) -> Now<impl Fn() -> u64> {
     Now::new(move || t)
 }
 
-fn set(t: &mut Table, k: u64, v: u64, weight: u64, exp: u64, now: u64) -> Stored<u64, u64> {
+fn set(t: &mut Table, k: u64, v: u64, weight: u64, exp: u64, now: u64) -> Stored<u64> {
     let mut g = Vec::new();
-    t.insert(h(k), k, v, weight, exp, eq(k), &mut at(now), &mut g)
+    t.insert(h(k), || k, v, weight, exp, eq(k), &mut at(now), &mut g)
         .unwrap()
 }
 
@@ -51,7 +51,7 @@ fn set_get_replace_remove() {
         assert_eq!(get(&mut t, 65, 0), Some(20));
         assert_eq!(get(&mut t, 129, 0), None);
         match set(&mut t, 1, 11, 0, 0, 0) {
-            Stored::Replaced { old, key } => assert_eq!((old, key), (10, 1)),
+            Stored::Replaced { old } => assert_eq!(old, 10),
             other => panic!("{other:?}"),
         }
         assert_eq!(get(&mut t, 1, 0), Some(11));
@@ -76,7 +76,7 @@ fn an_eq_error_stops_the_lookup_and_changes_nothing() {
         "boom"
     );
     assert_eq!(
-        t.insert(h(1), 1, 5, 0, 0, failing, &mut at(0), &mut g)
+        t.insert(h(1), || 1, 5, 0, 0, failing, &mut at(0), &mut g)
             .unwrap_err(),
         "boom"
     );
@@ -89,7 +89,8 @@ fn an_eq_error_stops_the_lookup_and_changes_nothing() {
 fn eq_runs_only_on_equal_hashes() {
     let mut t = Table::new(PolicyKind::S3Fifo, limits(Some(10), None));
     let mut g = Vec::new();
-    t.insert(1, 1, 1, 0, 0, eq(1), &mut at(0), &mut g).unwrap();
+    t.insert(1, || 1, 1, 0, 0, eq(1), &mut at(0), &mut g)
+        .unwrap();
     let mut calls = 0;
     let counting = |k: &u64| {
         calls += 1;
@@ -104,11 +105,11 @@ fn lru_evicts_the_least_recently_used() {
     let mut t = Table::new(PolicyKind::Lru, limits(Some(3), None));
     let mut g = Vec::new();
     for k in 1..=3 {
-        t.insert(h(k), k, k, 0, 0, eq(k), &mut at(0), &mut g)
+        t.insert(h(k), || k, k, 0, 0, eq(k), &mut at(0), &mut g)
             .unwrap();
     }
     assert_eq!(get(&mut t, 1, 0), Some(1));
-    t.insert(h(4), 4, 4, 0, 0, eq(4), &mut at(0), &mut g)
+    t.insert(h(4), || 4, 4, 0, 0, eq(4), &mut at(0), &mut g)
         .unwrap();
     assert_eq!(g, vec![(2, 2)]);
     assert_eq!(get(&mut t, 2, 0), None);
@@ -125,7 +126,7 @@ fn weights_bound_the_table_and_a_too_heavy_entry_changes_nothing() {
     set(&mut t, 2, 2, 40, 0, 0);
     assert!(matches!(
         set(&mut t, 3, 3, 101, 0, 0),
-        Stored::TooHeavy { key: 3, value: 3 }
+        Stored::TooHeavy { value: 3 }
     ));
     assert_eq!(t.weight(), 80);
     set(&mut t, 3, 3, 40, 0, 0); // evicts 1, the oldest
@@ -170,14 +171,14 @@ fn insert_absent_keeps_a_live_entry_and_replaces_an_expired_one() {
     let mut g = Vec::new();
     set(&mut t, 1, 1, 0, 100, 0);
     match t
-        .insert_absent(h(1), 1, 9, 0, 0, eq(1), &mut at(50), &mut g)
+        .insert_absent(h(1), || 1, 9, 0, 0, eq(1), &mut at(50), &mut g)
         .unwrap()
     {
         Absent::Present { existing, .. } => assert_eq!(*existing, 1),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        t.insert_absent(h(1), 1, 9, 0, 0, eq(1), &mut at(100), &mut g)
+        t.insert_absent(h(1), || 1, 9, 0, 0, eq(1), &mut at(100), &mut g)
             .unwrap(),
         Absent::Inserted
     ));
@@ -194,7 +195,8 @@ fn the_clock_is_read_only_when_a_deadline_needs_it() {
         reads.set(reads.get() + 1);
         0
     });
-    t.insert(h(1), 1, 1, 0, 0, eq(1), &mut now, &mut g).unwrap();
+    t.insert(h(1), || 1, 1, 0, 0, eq(1), &mut now, &mut g)
+        .unwrap();
     t.get(h(1), eq(1), &mut now, &mut g).unwrap();
     assert_eq!(reads.get(), 0);
 }
@@ -222,7 +224,7 @@ fn random_operations_agree_with_a_model() {
                             0
                         };
                         match t
-                            .insert(h(k), k, step, w, exp, eq(k), &mut at(now), &mut g)
+                            .insert(h(k), || k, step, w, exp, eq(k), &mut at(now), &mut g)
                             .unwrap()
                         {
                             Stored::TooHeavy { .. } => {
@@ -273,4 +275,27 @@ fn random_operations_agree_with_a_model() {
             assert!(c.evictions > 0, "{kind}: the bounds were never reached");
         }
     }
+}
+
+#[test]
+fn deadlines_are_exact_to_the_millisecond_inside_their_last_second() {
+    for deadline in [1_000, 1_001, 1_999, 2_000, 5_432] {
+        let mut t = Table::new(PolicyKind::Lru, limits(Some(10), None));
+        set(&mut t, 1, 1, 0, deadline, 0);
+        assert_eq!(get(&mut t, 1, 0), Some(1));
+        assert_eq!(get(&mut t, 1, deadline - 1), Some(1), "{deadline}");
+        assert_eq!(
+            t.peek(h(1), eq(1), &mut at(deadline - 1), &mut Vec::new())
+                .unwrap()
+                .map(|(v, exp)| (*v, exp)),
+            Some((1, deadline))
+        );
+        assert_eq!(get(&mut t, 1, deadline), None, "{deadline}");
+        t.validate().unwrap();
+    }
+    assert_eq!(super::hint_of(0), 0);
+    assert_eq!(super::hint_of(1), 1);
+    assert_eq!(super::hint_of(1_000), 1);
+    assert_eq!(super::hint_of(1_001), 2);
+    assert_eq!(super::hint_of(u64::MAX), u32::MAX);
 }
