@@ -317,7 +317,10 @@ impl Shard {
         let slots = &self.slots;
         self.table
             .find(hash, |&s| {
-                slots[s as usize].as_ref().is_some_and(|e| e.key() == key)
+                slots[s as usize].as_ref().is_some_and(|e| {
+                    e.prefetch_value();
+                    e.key() == key
+                })
             })
             .copied()
     }
