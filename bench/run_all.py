@@ -4,7 +4,8 @@
 Sections, each run as a subprocess of the interpreter running this script (so the ratmemcache
 build measured is the one installed in its venv), with a timeout:
 
-* ``library``: ``bench/library.py`` (ratmemcache.Cache against cachebox, cachetools, diskcache),
+* ``library``: ``bench/library.py`` (ObjectCache, @cached and Cache against cachebox, cachetools,
+  functools.lru_cache and diskcache, and the hit ratio of @cached against lru_cache),
   with fewer operations than its default;
 * ``l2``: ``bench/l2.py --quick`` (the disk tier against diskcache);
 * ``large_values``: ``bench/large_values.py --quick`` (1 and 16 MiB values, memcached against
@@ -176,7 +177,11 @@ def sections(args: argparse.Namespace) -> list[Section]:
     venv_bin = Path(py).parent
     rmc = venv_bin / "ratmemcached"
     ratmemcached = str(rmc) if rmc.exists() else (shutil.which("ratmemcached") or "ratmemcached")
-    lib_ops = ["--ops", "30000", "--repeat", "3"] if quick else ["--ops", "100000", "--repeat", "3"]
+    lib_ops = (
+        ["--ops", "30000", "--repeat", "3", "--trace-length", "100000"]
+        if quick
+        else ["--ops", "100000", "--repeat", "3"]
+    )
     res_args = ["--ratmemcached", ratmemcached, "--engine", "native", "--engine", "anyio"]
     if quick:
         res_args += ["--items", "200000", "--idle", "500", "--conns", "2000"]
@@ -191,7 +196,7 @@ def sections(args: argparse.Namespace) -> list[Section]:
     all_sections = [
         Section(
             "library",
-            "Library: ratmemcache.Cache against cachebox, cachetools, diskcache (bench/library.py)",
+            "Library: ObjectCache, @cached and Cache against Python caches (bench/library.py)",
             [py, str(BENCH / "library.py"), *lib_ops],
             90 if quick else 150,
         ),

@@ -111,10 +111,22 @@ def render(conn: Conn, verb: str, key: str, value: bytes, n: int) -> Request:
 
 CAS_IN_GETS = re.compile(rb"^(VALUE \S+ \d+ \d+) (\d+)\r$", re.M)
 CAS_IN_META = re.compile(rb" c(\d+)")
+# A number padded with spaces, as a value block of get (VALUE key flags len) or mg (VA len).
+PADDED_VALUE = re.compile(rb"^(VALUE \S+ \d+ |VA )(\d+)((?: [^\r]*)?)\r\n(\d+)( +)\r\n", re.M)
+
+
+def unpad(m: re.Match[bytes]) -> bytes:
+    return m[1] + str(len(m[4])).encode() + m[3] + b"\r\n" + m[4] + b"\r\n"
 
 
 def normalize(conn: Conn, reply: bytes, key: str) -> bytes:
-    """Replaces CAS uniques by their rank among this server's uniques; remembers the last."""
+    """Replaces CAS uniques by their rank among this server's uniques; remembers the last.
+
+    Also drops the spaces after a number: memcached's incr and decr rewrite the item in place,
+    padding a shorter number with spaces, only when nothing else holds a reference to the item
+    at that moment (its refcount is 2); otherwise they store a new item of the number's length.
+    Which one happens depends on memcached's own threads, so the padding is not compared."""
+    reply = PADDED_VALUE.sub(unpad, reply)
     for m in CAS_IN_GETS.finditer(reply):
         k = m.group(1).split()[1].decode()
         conn.last_cas[k] = int(m.group(2))

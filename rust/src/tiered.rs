@@ -313,16 +313,26 @@ impl Tiered {
             return Ok(None);
         };
         let snap = snapshot_of(h, v);
-        if snap.value.len() <= l2.config.large_value_threshold
-            && self.l1.restore(key, &snap, false, true)
-        {
-            l2.promotions.fetch_add(1, Ordering::Relaxed);
-            if l2.config.strategy == WriteStrategy::WriteBack {
-                l2.disk.delete(key, false)?;
+        if snap.value.len() <= l2.config.large_value_threshold {
+            let mut deleted = Ok(());
+            if self.l1.restore_then(key, &snap, false, true, || {
+                deleted = self.drop_promoted(l2, key);
+            }) {
+                l2.promotions.fetch_add(1, Ordering::Relaxed);
+                deleted?;
+                return Ok(Some(Place::L1));
             }
-            return Ok(Some(Place::L1));
         }
         Ok(Some(Place::Loaded(snap)))
+    }
+
+    /// With write_back an item lives in one tier: once promoted into the L1 (this runs under
+    /// its shard lock, see `Cache::restore_then`), its L2 record goes.
+    fn drop_promoted(&self, l2: &L2, key: &[u8]) -> Result<(), CoreError> {
+        if l2.config.strategy == WriteStrategy::WriteBack {
+            l2.disk.delete(key, false)?;
+        }
+        Ok(())
     }
 
     /// A private cache holding `snap`, for a command on an item that lives in the L2.
@@ -360,26 +370,44 @@ impl Tiered {
             return Looked::Hit(r);
         }
         let _g = self.stripe(l2, key);
-        // Another reader, or the warm-up, may have promoted it while this one waited.
-        let faulted = if self.l1.contains(key) {
-            Ok(Some(Place::L1))
-        } else {
-            self.fault_in(l2, key)
-        };
-        let place = match faulted {
-            Ok(Some(p)) => p,
-            Ok(None) => return Looked::Miss,
-            Err(e) => {
-                l2.read_errors.fetch_add(1, Ordering::Relaxed);
-                log::error!("{e}");
-                return Looked::Miss;
+        let mut attempts = 0;
+        let place = loop {
+            // Another reader, or the warm-up, may have promoted it while this one waited.
+            let faulted = if self.l1.contains(key) {
+                Ok(Some(Place::L1))
+            } else {
+                self.fault_in(l2, key)
+            };
+            let place = match faulted {
+                Ok(Some(p)) => p,
+                Ok(None) => return Looked::Miss,
+                Err(e) => {
+                    l2.read_errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("{e}");
+                    return Looked::Miss;
+                }
+            };
+            if counted && attempts == 0 {
+                self.l1.uncount_miss(key);
             }
+            if let Place::L1 = place {
+                if let Some(r) = op(&self.l1) {
+                    return Looked::Hit(r);
+                }
+                // Another thread's write evicted it between the promotion and this read (the
+                // eviction demoted it to the L2 again, under its shard lock): fault it in again.
+                if counted {
+                    self.l1.uncount_miss(key);
+                }
+                attempts += 1;
+                if attempts < 4 {
+                    continue;
+                }
+            }
+            break place;
         };
-        if counted {
-            self.l1.uncount_miss(key);
-        }
         match place {
-            Place::L1 => found(op(&self.l1)),
+            Place::L1 => Looked::Miss,
             Place::Loaded(snap) => {
                 if counted {
                     self.l1.count_hit(key);
@@ -881,12 +909,14 @@ impl Tiered {
             if v.len() > l2.config.large_value_threshold {
                 continue;
             }
-            if self.l1.restore(key, &snapshot_of(h, v), false, false) {
+            if self
+                .l1
+                .restore_then(key, &snapshot_of(h, v), false, false, || {
+                    let _ = self.drop_promoted(l2, key);
+                })
+            {
                 *full = 0;
                 l2.warm.loaded.fetch_add(1, Ordering::Relaxed);
-                if l2.config.strategy == WriteStrategy::WriteBack {
-                    let _ = l2.disk.delete(key, false);
-                }
             } else {
                 *full += 1;
                 if *full >= WARM_FULL_AFTER {

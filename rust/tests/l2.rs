@@ -567,3 +567,47 @@ fn periodic_sync_makes_writes_durable_once_and_an_idle_store_never_commits() {
         "idle: no more commits"
     );
 }
+
+/// write_back: promotions (reads that fault an item into the L1, and the warm-up) race
+/// evictions of the same items by other threads' reads, in a small L1. An item promoted and at
+/// once evicted again must never be deleted from both tiers: every key is still readable while
+/// the threads run and after a restart.
+#[test]
+fn write_back_promotions_racing_evictions_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let keys: Vec<String> = (0..400).map(|i| format!("race{i}")).collect();
+    let value = vec![b'v'; 500];
+    {
+        let t = open(dir.path(), &c, WriteStrategy::WriteBack);
+        for k in &keys {
+            set(&t, k, &value);
+        }
+        t.close().unwrap();
+    }
+    for round in 0..3 {
+        let mut warm = tiers(WriteStrategy::WriteBack);
+        warm.warm_up = round == 0;
+        // Room for about 30 of the 400 items: nearly every promotion evicts another item.
+        let t = Tiered::open(l1(&c, 32 * 1024), disk(dir.path()), warm).unwrap();
+        std::thread::scope(|s| {
+            for th in 0..4 {
+                let (t, keys, value) = (&t, &keys, &value);
+                s.spawn(move || {
+                    for pass in 0..3 {
+                        for (i, k) in keys.iter().enumerate() {
+                            if (i + th + pass) % 4 == 0 {
+                                assert_eq!(get(t, k).as_deref(), Some(&value[..]), "{k}");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        t.close().unwrap();
+        let t = open(dir.path(), &c, WriteStrategy::WriteBack);
+        let lost: Vec<&String> = keys.iter().filter(|k| get(&t, k).is_none()).collect();
+        assert!(lost.is_empty(), "round {round}: lost {lost:?}");
+        t.close().unwrap();
+    }
+}

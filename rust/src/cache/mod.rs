@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
@@ -313,9 +313,9 @@ impl Cache {
         let n = self.inner.shards.len() as u64;
         for (i, p) in self.inner.shards.iter().enumerate() {
             let mut evicted = Vec::new();
-            p.0.lock()
-                .set_limit_bytes(shard_share(bytes, n, i as u64, 0), &mut evicted);
-            self.release(&[], evicted);
+            let mut s = p.0.lock();
+            s.set_limit_bytes(shard_share(bytes, n, i as u64, 0), &mut evicted);
+            self.release(s, &[], evicted);
         }
     }
 
@@ -324,21 +324,28 @@ impl Cache {
         let _ = self.inner.demote.set(f);
     }
 
-    /// Frees what a write dropped, outside the shard lock; live entries other than `key` itself
-    /// were evicted and go to the demotion hook, if there is one.
+    /// Ends a write: live entries that it evicted (other than `key` itself) go to the demotion
+    /// hook, if there is one, while the shard is still locked; then the lock is released and
+    /// what the write dropped is freed.
+    ///
+    /// Demoting under the lock orders a demotion with every other change of the same key: the
+    /// L2's write-back queues the evicted item before any later write of that key can be queued
+    /// (a promotion's delete from the L2 runs under the key's shard lock too, see
+    /// `restore_then`), so a key promoted and evicted again at the same moment is never
+    /// deleted from both tiers.
     #[inline]
-    fn release(&self, key: &[u8], dropped: Vec<Entry>) {
-        if dropped.is_empty() {
-            return;
-        }
-        if let Some(demote) = self.inner.demote.get() {
-            let now = self.now_ms();
-            for e in &dropped {
-                if e.is_live(now) && e.key() != key {
-                    demote(e.key(), Snapshot::of_entry(e));
+    fn release(&self, shard: MutexGuard<'_, Shard>, key: &[u8], dropped: Vec<Entry>) {
+        if !dropped.is_empty() {
+            if let Some(demote) = self.inner.demote.get() {
+                let now = self.now_ms();
+                for e in &dropped {
+                    if e.is_live(now) && e.key() != key {
+                        demote(e.key(), Snapshot::of_entry(e));
+                    }
                 }
             }
         }
+        drop(shard);
         drop(dropped);
     }
 
@@ -458,8 +465,9 @@ impl Cache {
         let deadline = self.deadline(ttl, now);
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = shard.lock().touch(h, key, deadline, now, &mut dropped);
-        self.release(key, dropped);
+        let mut s = shard.lock();
+        let out = s.touch(h, key, deadline, now, &mut dropped);
+        self.release(s, key, dropped);
         out
     }
 
@@ -471,10 +479,9 @@ impl Cache {
         let deadline = self.deadline(ttl, now);
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = shard
-            .lock()
-            .touch_ext(h, key, deadline, now, true, &mut dropped);
-        self.release(key, dropped);
+        let mut s = shard.lock();
+        let out = s.touch_ext(h, key, deadline, now, true, &mut dropped);
+        self.release(s, key, dropped);
         out
     }
 
@@ -566,26 +573,24 @@ impl Cache {
         let deadline = self.deadline(ttl, now);
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = {
-            let mut s = shard.lock();
-            if let Some(check) = check {
-                if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
-                    return Ok(None);
-                }
+        let mut s = shard.lock();
+        if let Some(check) = check {
+            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
+                return Ok(None);
             }
-            s.store_ext(
-                h,
-                key,
-                value,
-                flags,
-                deadline,
-                mode,
-                opts,
-                now,
-                &mut dropped,
-            )
-        };
-        self.release(key, dropped);
+        }
+        let out = s.store_ext(
+            h,
+            key,
+            value,
+            flags,
+            deadline,
+            mode,
+            opts,
+            now,
+            &mut dropped,
+        );
+        self.release(s, key, dropped);
         Ok(Some(out))
     }
 
@@ -605,10 +610,9 @@ impl Cache {
         let now = self.now_ms();
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = shard
-            .lock()
-            .get_meta(h, key, now, &opts, &self.inner.config, &mut dropped, f);
-        self.release(key, dropped);
+        let mut s = shard.lock();
+        let out = s.get_meta(h, key, now, &opts, &self.inner.config, &mut dropped, f);
+        self.release(s, key, dropped);
         out
     }
 
@@ -672,7 +676,8 @@ impl Cache {
         let now = self.now_ms();
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let out = shard.lock().delta_meta(
+        let mut s = shard.lock();
+        let out = s.delta_meta(
             h,
             key,
             delta,
@@ -684,7 +689,7 @@ impl Cache {
             &mut dropped,
             f,
         );
-        self.release(key, dropped);
+        self.release(s, key, dropped);
         out
     }
 
@@ -772,13 +777,29 @@ impl Cache {
 
     /// Puts an entry back as it was (see `Shard::restore`); returns whether it was stored.
     pub fn restore(&self, key: &[u8], snap: &Snapshot, replace: bool, evict: bool) -> bool {
+        self.restore_then(key, snap, replace, evict, || {})
+    }
+
+    /// `restore`, and `then()` under the key's shard lock if it was stored: a tier that moves
+    /// the entry here deletes its own copy there, ordered with any demotion of the same key
+    /// (see `release`).
+    pub fn restore_then(
+        &self,
+        key: &[u8],
+        snap: &Snapshot,
+        replace: bool,
+        evict: bool,
+        then: impl FnOnce(),
+    ) -> bool {
         let now = self.now_ms();
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
-        let stored = shard
-            .lock()
-            .restore(h, key, snap, replace, evict, now, &mut dropped);
-        self.release(key, dropped);
+        let mut s = shard.lock();
+        let stored = s.restore(h, key, snap, replace, evict, now, &mut dropped);
+        if stored {
+            then();
+        }
+        self.release(s, key, dropped);
         stored
     }
 

@@ -64,24 +64,34 @@ impl<F: Fn() -> u64> Now<F> {
 /// What left the table; the caller drops it after releasing its lock.
 pub type Garbage<K, V> = Vec<(K, V)>;
 
-/// The result of [`ObjectTable::insert`].
-#[derive(Debug)]
-pub enum Stored<V> {
-    /// A new entry.
-    Inserted,
-    /// The key was present and its value was replaced. As in a dict, the entry keeps its first
-    /// key object (the caller's was never made); the old value comes back to be dropped.
-    Replaced { old: V },
-    /// The entry alone weighs more than `max_weight`: nothing changed.
-    TooHeavy { value: V },
+/// A value for [`ObjectTable::put`], with what the table needs to know about it.
+pub struct NewEntry<F, V> {
+    /// The caller's hash of the key.
+    pub hash: u64,
+    /// Makes the key to keep, if the entry is new.
+    pub key: F,
+    pub value: V,
+    /// Counted against `max_weight`.
+    pub weight: u64,
+    /// Unix ms; 0 = never.
+    pub expires_at: u64,
 }
 
-/// The result of [`ObjectTable::insert_absent`].
+/// How [`ObjectTable::put`] treats a present entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    Overwrite,
+    IfAbsent,
+}
+
+/// The result of [`ObjectTable::put`].
 #[derive(Debug)]
-pub enum Absent<'a, V> {
-    /// The key was not there (or had expired); the new entry is in.
+pub enum Put<'a, V> {
+    /// A new entry.
     Inserted,
-    /// A live entry was there; the caller's value was not used.
+    /// `Overwrite` replaced a present value; the old one comes back to be dropped.
+    Replaced { old: V },
+    /// `IfAbsent` found a live entry; the caller's value was not used.
     Present { existing: &'a V, value: V },
     /// The entry alone weighs more than `max_weight`: nothing changed.
     TooHeavy { value: V },
@@ -407,54 +417,42 @@ impl<K, V> ObjectTable<K, V> {
         Ok(Some((&b.value, book.deadline(b.slot, b.hint))))
     }
 
-    /// Stores a value, replacing a present one, and evicts by the policy until the limits hold.
-    /// `key()` makes the key to keep; it is called only for a new entry.
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert<E>(
+    /// Stores a value, and evicts by the policy until the limits hold. `Overwrite` replaces a
+    /// present entry in place (keeping its key object, as a dict does); `IfAbsent` leaves a
+    /// live one alone and counts it as a hit (dict's `setdefault`). `key()` makes the key to
+    /// keep; it is called only for a new entry.
+    pub fn put<E>(
         &mut self,
-        hash: u64,
-        key: impl FnOnce() -> K,
-        value: V,
-        weight: u64,
-        expires_at: u64,
+        new: NewEntry<impl FnOnce() -> K, V>,
+        mode: PutMode,
         eq: impl FnMut(&K) -> Result<bool, E>,
         now: &mut Now<impl Fn() -> u64>,
         garbage: &mut Garbage<K, V>,
-    ) -> Result<Stored<V>, E> {
-        if self.book.limits.max_weight.is_some_and(|max| weight > max) {
-            return Ok(Stored::TooHeavy { value });
+    ) -> Result<Put<'_, V>, E> {
+        let NewEntry {
+            hash,
+            key,
+            value,
+            weight,
+            expires_at,
+        } = new;
+        let too_heavy = self.book.limits.max_weight.is_some_and(|max| weight > max);
+        if too_heavy && mode == PutMode::Overwrite {
+            return Ok(Put::TooHeavy { value });
         }
-        self.book.counters.sets += 1;
-        if let Some(entry) = probe(&mut self.table, hash, eq)? {
-            let b = entry.into_mut();
-            let slot = b.slot;
-            let old_hint = std::mem::replace(&mut b.hint, hint_of(expires_at));
-            let old = std::mem::replace(&mut b.value, value);
-            self.book
-                .rewrite_slot(slot, hash, old_hint, expires_at, weight);
-            self.fit_after_growth(slot, garbage);
-            return Ok(Stored::Replaced { old });
-        }
-        self.add(hash, key(), value, weight, expires_at, now, garbage);
-        Ok(Stored::Inserted)
-    }
-
-    /// Stores a value only if no live entry has the key (dict's `setdefault`); a live entry
-    /// counts as a hit.
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert_absent<E>(
-        &mut self,
-        hash: u64,
-        key: impl FnOnce() -> K,
-        value: V,
-        weight: u64,
-        expires_at: u64,
-        eq: impl FnMut(&K) -> Result<bool, E>,
-        now: &mut Now<impl Fn() -> u64>,
-        garbage: &mut Garbage<K, V>,
-    ) -> Result<Absent<'_, V>, E> {
         let mut present = None;
         if let Some(entry) = probe(&mut self.table, hash, eq)? {
+            if mode == PutMode::Overwrite {
+                self.book.counters.sets += 1;
+                let b = entry.into_mut();
+                let slot = b.slot;
+                let old_hint = std::mem::replace(&mut b.hint, hint_of(expires_at));
+                let old = std::mem::replace(&mut b.value, value);
+                self.book
+                    .rewrite_slot(slot, hash, old_hint, expires_at, weight);
+                self.fit_after_growth(slot, garbage);
+                return Ok(Put::Replaced { old });
+            }
             if self.book.expired(entry.get().slot, entry.get().hint, now) {
                 let (b, _) = entry.remove();
                 self.book.reclaim_expired(b, garbage);
@@ -468,17 +466,17 @@ impl<K, V> ObjectTable<K, V> {
             self.book.policy.touch(slot);
             self.book.counters.hits += 1;
             let b = self.table.find(hash, |b| b.slot == slot).expect("found");
-            return Ok(Absent::Present {
+            return Ok(Put::Present {
                 existing: &b.value,
                 value,
             });
         }
-        if self.book.limits.max_weight.is_some_and(|max| weight > max) {
-            return Ok(Absent::TooHeavy { value });
+        if too_heavy {
+            return Ok(Put::TooHeavy { value });
         }
         self.book.counters.sets += 1;
         self.add(hash, key(), value, weight, expires_at, now, garbage);
-        Ok(Absent::Inserted)
+        Ok(Put::Inserted)
     }
 
     /// Takes an entry out; an expired one comes back with `live == false` (and is counted).

@@ -16,8 +16,8 @@ use super::args::{choice, duration_ms, eviction_of, size_of_arg, ttl_of};
 use super::clock::PyManualClock;
 use super::errors::{to_py, type_error};
 use crate::cache::{
-    Cache, CacheConfig, Clock, Delta, DeltaOutcome, StoreMode, StoreOutcome, SystemClock,
-    DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
+    Cache, CacheConfig, Delta, DeltaOutcome, StoreMode, StoreOutcome, DEFAULT_MAX_MEMORY,
+    LIBRARY_MAX_KEY_LEN,
 };
 use crate::error::CoreError;
 use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
@@ -287,10 +287,7 @@ impl PyCache {
                 })
             }
         };
-        let clock: Arc<dyn Clock> = match clock {
-            Some(c) => c.clock.clone(),
-            None => Arc::new(SystemClock),
-        };
+        let clock = PyManualClock::or_system(clock);
         let l1 = Cache::with_clock(config, clock).map_err(to_py)?;
         let core = match l2_dir {
             None => Tiered::memory(l1),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::cache::{Clock, ManualClock};
+use crate::cache::{Clock, ManualClock, SystemClock};
 
 #[pyclass(module = "ratmemcache._core", name = "ManualClock", frozen)]
 pub(crate) struct PyManualClock {
@@ -19,6 +19,16 @@ fn to_ms(seconds: f64) -> PyResult<u64> {
         )));
     }
     Ok((seconds * 1000.0).round() as u64)
+}
+
+impl PyManualClock {
+    /// The clock a cache runs on: this one if given, else the system's.
+    pub(crate) fn or_system(clock: Option<PyRef<'_, PyManualClock>>) -> Arc<dyn Clock> {
+        match clock {
+            Some(c) => c.clock.clone(),
+            None => Arc::new(SystemClock),
+        }
+    }
 }
 
 #[pymethods]

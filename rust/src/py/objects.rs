@@ -16,8 +16,8 @@ use super::clock::PyManualClock;
 use super::errors::{config_error, type_error};
 use super::gil_lock::{GilGuard, GilLock};
 use super::single_flight::{Flights, Role};
-use crate::cache::objects::{Absent, Garbage, Now, ObjectLimits, ObjectTable, Stored};
-use crate::cache::{Clock, PolicyKind, SystemClock, Ttl, TtlRules};
+use crate::cache::objects::{Garbage, NewEntry, Now, ObjectLimits, ObjectTable, Put, PutMode};
+use crate::cache::{Clock, PolicyKind, Ttl, TtlRules};
 
 pub(crate) type Table = ObjectTable<Py<PyAny>, Py<PyAny>>;
 
@@ -65,6 +65,15 @@ fn dispose(py: Python<'_>, garbage: Garbage<Py<PyAny>, Py<PyAny>>) {
         drop(k.into_bound(py));
         drop(v.into_bound(py));
     }
+}
+
+/// What [`ObjectCore::put`] did.
+pub(crate) enum PutOutcome<'py> {
+    Stored,
+    /// `IfAbsent` found this live value.
+    Present(Bound<'py, PyAny>),
+    /// The value alone weighs more than `max_memory`; nothing changed.
+    TooHeavy,
 }
 
 /// How an entry's weight is found, for `max_memory`.
@@ -200,6 +209,49 @@ impl ObjectCore {
         Ok(found)
     }
 
+    /// Stores a value (`Overwrite`), or only if the key has no live entry (`IfAbsent`).
+    #[inline]
+    pub(crate) fn put<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        hash: u64,
+        value: &Bound<'py, PyAny>,
+        ttl: Ttl,
+        mode: PutMode,
+    ) -> PyResult<PutOutcome<'py>> {
+        let py = key.py();
+        let new = NewEntry {
+            hash,
+            key: || key.clone().unbind(),
+            value: value.clone().unbind(),
+            weight: self.weigh(key, value)?,
+            expires_at: self.deadline(ttl),
+        };
+        let mut garbage = Garbage::new();
+        let out =
+            match self
+                .lock(py)?
+                .put(new, mode, same_key(key), &mut self.now(), &mut garbage)?
+            {
+                Put::Inserted => PutOutcome::Stored,
+                Put::Replaced { old } => {
+                    drop(old.into_bound(py));
+                    PutOutcome::Stored
+                }
+                Put::Present { existing, value } => {
+                    let existing = existing.clone_ref(py).into_bound(py);
+                    drop(value.into_bound(py));
+                    PutOutcome::Present(existing)
+                }
+                Put::TooHeavy { value } => {
+                    drop(value.into_bound(py));
+                    PutOutcome::TooHeavy
+                }
+            };
+        dispose(py, garbage);
+        Ok(out)
+    }
+
     /// Stores a value; false (and nothing changed) when it alone weighs more than `max_memory`.
     #[inline]
     pub(crate) fn set(
@@ -209,64 +261,10 @@ impl ObjectCore {
         value: &Bound<'_, PyAny>,
         ttl: Ttl,
     ) -> PyResult<bool> {
-        let py = key.py();
-        let weight = self.weigh(key, value)?;
-        let expires_at = self.deadline(ttl);
-        let mut garbage = Garbage::new();
-        let stored = self.lock(py)?.insert(
-            hash,
-            || key.clone().unbind(),
-            value.clone().unbind(),
-            weight,
-            expires_at,
-            same_key(key),
-            &mut self.now(),
-            &mut garbage,
-        )?;
-        let fits = match stored {
-            Stored::Inserted => true,
-            Stored::Replaced { old } => {
-                drop(old.into_bound(py));
-                true
-            }
-            Stored::TooHeavy { value } => {
-                drop(value.into_bound(py));
-                false
-            }
-        };
-        dispose(py, garbage);
-        Ok(fits)
-    }
-
-    /// dict's `setdefault`: the live value, or `value` stored now. None if `value` alone weighs
-    /// more than `max_memory` (nothing stored).
-    pub(crate) fn set_absent<'py>(
-        &self,
-        key: &Bound<'py, PyAny>,
-        hash: u64,
-        value: &Bound<'py, PyAny>,
-        ttl: Ttl,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let py = key.py();
-        let weight = self.weigh(key, value)?;
-        let expires_at = self.deadline(ttl);
-        let mut garbage = Garbage::new();
-        let out = match self.lock(py)?.insert_absent(
-            hash,
-            || key.clone().unbind(),
-            value.clone().unbind(),
-            weight,
-            expires_at,
-            same_key(key),
-            &mut self.now(),
-            &mut garbage,
-        )? {
-            Absent::Inserted => Some(value.clone()),
-            Absent::Present { existing, .. } => Some(existing.clone_ref(py).into_bound(py)),
-            Absent::TooHeavy { .. } => None,
-        };
-        dispose(py, garbage);
-        Ok(out)
+        Ok(!matches!(
+            self.put(key, hash, value, ttl, PutMode::Overwrite)?,
+            PutOutcome::TooHeavy
+        ))
     }
 
     /// Removes the entry; its value if it was live.
@@ -465,10 +463,7 @@ impl PyObjectCache {
             default_ttl_ms: duration_ms(default_ttl, "default_ttl")?,
             max_ttl_ms: duration_ms(max_ttl, "max_ttl")?,
         };
-        let clock: Arc<dyn Clock> = match clock {
-            Some(c) => c.clock.clone(),
-            None => Arc::new(SystemClock),
-        };
+        let clock = PyManualClock::or_system(clock);
         let kind = eviction_of(eviction)?;
         Ok(PyObjectCache {
             core: Arc::new(ObjectCore::new(py, kind, limits, rules, weigher, clock)?),
@@ -596,12 +591,13 @@ impl PyObjectCache {
         let py = key.py();
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
         let ttl = ttl_of(ttl)?;
-        match self.core.set_absent(key, hash_of(key)?, &default, ttl)? {
-            Some(v) => Ok(v),
-            None => {
-                self.stored_or_error(key, false)?;
-                unreachable!()
-            }
+        match self
+            .core
+            .put(key, hash_of(key)?, &default, ttl, PutMode::IfAbsent)?
+        {
+            PutOutcome::Stored => Ok(default),
+            PutOutcome::Present(v) => Ok(v),
+            PutOutcome::TooHeavy => self.too_heavy(key).map(|()| default),
         }
     }
 

@@ -23,10 +23,47 @@ fn at(t: u64) -> Now<impl Fn() -> u64> {
     Now::new(move || t)
 }
 
-fn set(t: &mut Table, k: u64, v: u64, weight: u64, exp: u64, now: u64) -> Stored<u64> {
+fn entry(k: u64, v: u64, weight: u64, exp: u64) -> NewEntry<impl FnOnce() -> u64, u64> {
+    NewEntry {
+        hash: h(k),
+        key: move || k,
+        value: v,
+        weight,
+        expires_at: exp,
+    }
+}
+
+fn put(
+    t: &mut Table,
+    k: u64,
+    v: u64,
+    mode: PutMode,
+    now: u64,
+    g: &mut Garbage<u64, u64>,
+) -> String {
+    let out = t
+        .put(entry(k, v, 0, 0), mode, eq(k), &mut at(now), g)
+        .unwrap();
+    format!("{out:?}")
+}
+
+fn set(t: &mut Table, k: u64, v: u64, weight: u64, exp: u64, now: u64) -> Put<'static, u64> {
     let mut g = Vec::new();
-    t.insert(h(k), || k, v, weight, exp, eq(k), &mut at(now), &mut g)
+    match t
+        .put(
+            entry(k, v, weight, exp),
+            PutMode::Overwrite,
+            eq(k),
+            &mut at(now),
+            &mut g,
+        )
         .unwrap()
+    {
+        Put::Inserted => Put::Inserted,
+        Put::Replaced { old } => Put::Replaced { old },
+        Put::TooHeavy { value } => Put::TooHeavy { value },
+        Put::Present { .. } => unreachable!("Overwrite never reports Present"),
+    }
 }
 
 fn get(t: &mut Table, k: u64, now: u64) -> Option<u64> {
@@ -45,13 +82,13 @@ fn limits(entries: Option<u64>, weight: Option<u64>) -> ObjectLimits {
 fn set_get_replace_remove() {
     for kind in PolicyKind::ALL {
         let mut t = Table::new(kind, limits(Some(100), None));
-        assert!(matches!(set(&mut t, 1, 10, 0, 0, 0), Stored::Inserted));
-        assert!(matches!(set(&mut t, 65, 20, 0, 0, 0), Stored::Inserted)); // same hash as 1
+        assert!(matches!(set(&mut t, 1, 10, 0, 0, 0), Put::Inserted));
+        assert!(matches!(set(&mut t, 65, 20, 0, 0, 0), Put::Inserted)); // same hash as 1
         assert_eq!(get(&mut t, 1, 0), Some(10));
         assert_eq!(get(&mut t, 65, 0), Some(20));
         assert_eq!(get(&mut t, 129, 0), None);
         match set(&mut t, 1, 11, 0, 0, 0) {
-            Stored::Replaced { old } => assert_eq!(old, 10),
+            Put::Replaced { old } => assert_eq!(old, 10),
             other => panic!("{other:?}"),
         }
         assert_eq!(get(&mut t, 1, 0), Some(11));
@@ -76,8 +113,14 @@ fn an_eq_error_stops_the_lookup_and_changes_nothing() {
         "boom"
     );
     assert_eq!(
-        t.insert(h(1), || 1, 5, 0, 0, failing, &mut at(0), &mut g)
-            .unwrap_err(),
+        t.put(
+            entry(1, 5, 0, 0),
+            PutMode::Overwrite,
+            failing,
+            &mut at(0),
+            &mut g
+        )
+        .unwrap_err(),
         "boom"
     );
     assert_eq!(get(&mut t, 1, 0), Some(10));
@@ -89,7 +132,14 @@ fn an_eq_error_stops_the_lookup_and_changes_nothing() {
 fn eq_runs_only_on_equal_hashes() {
     let mut t = Table::new(PolicyKind::S3Fifo, limits(Some(10), None));
     let mut g = Vec::new();
-    t.insert(1, || 1, 1, 0, 0, eq(1), &mut at(0), &mut g)
+    let new = NewEntry {
+        hash: 1,
+        key: || 1,
+        value: 1,
+        weight: 0,
+        expires_at: 0,
+    };
+    t.put(new, PutMode::Overwrite, eq(1), &mut at(0), &mut g)
         .unwrap();
     let mut calls = 0;
     let counting = |k: &u64| {
@@ -105,12 +155,10 @@ fn lru_evicts_the_least_recently_used() {
     let mut t = Table::new(PolicyKind::Lru, limits(Some(3), None));
     let mut g = Vec::new();
     for k in 1..=3 {
-        t.insert(h(k), || k, k, 0, 0, eq(k), &mut at(0), &mut g)
-            .unwrap();
+        put(&mut t, k, k, PutMode::Overwrite, 0, &mut g);
     }
     assert_eq!(get(&mut t, 1, 0), Some(1));
-    t.insert(h(4), || 4, 4, 0, 0, eq(4), &mut at(0), &mut g)
-        .unwrap();
+    put(&mut t, 4, 4, PutMode::Overwrite, 0, &mut g);
     assert_eq!(g, vec![(2, 2)]);
     assert_eq!(get(&mut t, 2, 0), None);
     assert_eq!(t.counters().evictions, 1);
@@ -126,7 +174,7 @@ fn weights_bound_the_table_and_a_too_heavy_entry_changes_nothing() {
     set(&mut t, 2, 2, 40, 0, 0);
     assert!(matches!(
         set(&mut t, 3, 3, 101, 0, 0),
-        Stored::TooHeavy { value: 3 }
+        Put::TooHeavy { value: 3 }
     ));
     assert_eq!(t.weight(), 80);
     set(&mut t, 3, 3, 40, 0, 0); // evicts 1, the oldest
@@ -166,22 +214,18 @@ fn deadlines_expire_on_read_on_sweep_and_can_change() {
 }
 
 #[test]
-fn insert_absent_keeps_a_live_entry_and_replaces_an_expired_one() {
+fn if_absent_keeps_a_live_entry_and_replaces_an_expired_one() {
     let mut t = Table::new(PolicyKind::S3Fifo, limits(Some(10), None));
     let mut g = Vec::new();
     set(&mut t, 1, 1, 0, 100, 0);
-    match t
-        .insert_absent(h(1), || 1, 9, 0, 0, eq(1), &mut at(50), &mut g)
-        .unwrap()
-    {
-        Absent::Present { existing, .. } => assert_eq!(*existing, 1),
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        t.insert_absent(h(1), || 1, 9, 0, 0, eq(1), &mut at(100), &mut g)
-            .unwrap(),
-        Absent::Inserted
-    ));
+    assert_eq!(
+        put(&mut t, 1, 9, PutMode::IfAbsent, 50, &mut g),
+        "Present { existing: 1, value: 9 }"
+    );
+    assert_eq!(
+        put(&mut t, 1, 9, PutMode::IfAbsent, 100, &mut g),
+        "Inserted"
+    );
     assert_eq!(get(&mut t, 1, 1_000_000), Some(9));
     t.validate().unwrap();
 }
@@ -195,8 +239,14 @@ fn the_clock_is_read_only_when_a_deadline_needs_it() {
         reads.set(reads.get() + 1);
         0
     });
-    t.insert(h(1), || 1, 1, 0, 0, eq(1), &mut now, &mut g)
-        .unwrap();
+    t.put(
+        entry(1, 1, 0, 0),
+        PutMode::Overwrite,
+        eq(1),
+        &mut now,
+        &mut g,
+    )
+    .unwrap();
     t.get(h(1), eq(1), &mut now, &mut g).unwrap();
     assert_eq!(reads.get(), 0);
 }
@@ -223,11 +273,12 @@ fn random_operations_agree_with_a_model() {
                         } else {
                             0
                         };
+                        let new = entry(k, step, w, exp);
                         match t
-                            .insert(h(k), || k, step, w, exp, eq(k), &mut at(now), &mut g)
+                            .put(new, PutMode::Overwrite, eq(k), &mut at(now), &mut g)
                             .unwrap()
                         {
-                            Stored::TooHeavy { .. } => {
+                            Put::TooHeavy { .. } => {
                                 assert!(weight.is_some_and(|m| w > m));
                             }
                             _ => {
