@@ -21,7 +21,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use ratmemcache::cache::{Cache, CacheConfig, PolicyKind, StoreMode, Ttl};
+use ratmemcache::cache::{Cache, CacheConfig, Keyspace, PolicyKind, StoreRequest, Ttl};
 
 const KEYS: usize = 100_000;
 const REQUESTS: usize = 1_000_000;
@@ -140,9 +140,8 @@ fn replay(trace: &[u64], policy: PolicyKind, max_entries: u64) -> f64 {
         let key = id.to_le_bytes();
         if cache.get(&key).is_none() {
             misses += 1;
-            cache
-                .store(&key, &value, 0, Ttl::Never, StoreMode::Set)
-                .expect("store");
+            let req = StoreRequest::set(&key, &value).ttl(Ttl::Never);
+            cache.store(&req).expect("store");
         }
     }
     assert!(cache.len() <= max_entries, "{policy} exceeded max_entries");

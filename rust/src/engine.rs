@@ -126,43 +126,6 @@ impl CmdKind {
             CmdKind::Other => "other",
         }
     }
-
-    /// The kind of the text command whose line starts `buf` (its first token).
-    #[inline]
-    pub fn of_text(buf: &[u8]) -> CmdKind {
-        let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
-        let rest = &buf[start..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
-            .unwrap_or(rest.len());
-        match &rest[..end] {
-            b"get" | b"gets" | b"bget" | b"streaming_get" | b"sget" => CmdKind::Get,
-            b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"set_begin"
-            | b"set_data" | b"set_end" => CmdKind::Set,
-            b"delete" => CmdKind::Delete,
-            b"incr" | b"decr" => CmdKind::IncrDecr,
-            b"touch" | b"gat" | b"gats" => CmdKind::Touch,
-            [b'm', _] => CmdKind::Meta,
-            _ => CmdKind::Other,
-        }
-    }
-
-    /// The kind of the binary request whose header starts `buf` (its opcode, the second byte).
-    #[inline]
-    pub fn of_binary(buf: &[u8]) -> CmdKind {
-        match buf.get(1) {
-            // GET, GETQ, GETK, GETKQ
-            Some(0x00 | 0x09 | 0x0c | 0x0d) => CmdKind::Get,
-            // SET, ADD, REPLACE, APPEND, PREPEND and their quiet forms
-            Some(0x01..=0x03 | 0x0e | 0x0f | 0x11..=0x13 | 0x19 | 0x1a) => CmdKind::Set,
-            Some(0x04 | 0x14) => CmdKind::Delete,
-            Some(0x05 | 0x06 | 0x15 | 0x16) => CmdKind::IncrDecr,
-            // TOUCH, GAT, GATQ, GATK, GATKQ
-            Some(0x1c..=0x1e | 0x23 | 0x24) => CmdKind::Touch,
-            _ => CmdKind::Other,
-        }
-    }
 }
 
 /// Buckets of a latency histogram: bucket `i` counts commands that took at most
@@ -475,11 +438,6 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// memcached's `item_size_ok`: the value plus the key plus its 59-byte item header.
-    pub fn item_fits(&self, key_len: usize, value_len: usize) -> bool {
-        59 + key_len + value_len <= self.config.max_item_size
-    }
-
     /// The general `stats` lines, with memcached's names.
     pub fn general_stats(&self) -> Vec<(&'static str, String)> {
         let s = self.cache.stats();
@@ -679,50 +637,6 @@ mod tests {
         assert_eq!(s.sum_ns, 700);
         assert_eq!(s.counts[0], 1);
         assert_eq!(s.counts[1], 2);
-    }
-
-    #[test]
-    fn commands_are_classified_by_their_first_token_or_opcode() {
-        for (line, kind) in [
-            (&b"get a b\r\n"[..], CmdKind::Get),
-            (b"gets a", CmdKind::Get),
-            (b"  get a", CmdKind::Get),
-            (b"set a 0 0 1\r\n", CmdKind::Set),
-            (b"cas a 0 0 1 5", CmdKind::Set),
-            (b"append a 0 0 1", CmdKind::Set),
-            (b"delete a", CmdKind::Delete),
-            (b"incr a 1", CmdKind::IncrDecr),
-            (b"decr a 1", CmdKind::IncrDecr),
-            (b"touch a 1", CmdKind::Touch),
-            (b"gat 1 a", CmdKind::Touch),
-            (b"mg a v", CmdKind::Meta),
-            (b"mn\r\n", CmdKind::Meta),
-            (b"stats\r\n", CmdKind::Other),
-            (b"getx a", CmdKind::Other),
-            (b"", CmdKind::Other),
-        ] {
-            assert_eq!(
-                CmdKind::of_text(line),
-                kind,
-                "{}",
-                String::from_utf8_lossy(line)
-            );
-        }
-        for (op, kind) in [
-            (0x00u8, CmdKind::Get),
-            (0x0d, CmdKind::Get),
-            (0x01, CmdKind::Set),
-            (0x19, CmdKind::Set),
-            (0x04, CmdKind::Delete),
-            (0x16, CmdKind::IncrDecr),
-            (0x1c, CmdKind::Touch),
-            (0x24, CmdKind::Touch),
-            (0x0a, CmdKind::Other),
-            (0x10, CmdKind::Other),
-        ] {
-            assert_eq!(CmdKind::of_binary(&[0x80, op]), kind, "{op:#x}");
-        }
-        assert_eq!(CmdKind::of_binary(&[0x80]), CmdKind::Other);
     }
 
     #[test]

@@ -15,12 +15,15 @@
 //! read-only config and the clock.
 
 pub mod cache;
+pub mod command;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "native")]
 pub mod net;
 pub mod protocol;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod tiered;
 
 #[cfg(feature = "python")]

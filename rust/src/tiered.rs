@@ -27,9 +27,10 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::cache::EntryMeta;
 use crate::cache::{
-    Cache, CacheStats, Delta, DeltaOutcome, Item, ItemRef, ItemState, MetaDeleteOutcome, MetaDelta,
-    MetaEntry, MetaGetOpts, Snapshot, StoreMode, StoreOpts, StoreOutcome, Ttl,
+    Cache, CacheStats, Counted, DeleteOutcome, DeleteRequest, DeltaOutcome, DeltaRequest, Keyspace,
+    MetaEntry, ReadOpts, Snapshot, StoreOutcome, StoreRequest, Ttl,
 };
 use crate::error::CoreError;
 use crate::store::{DiskConfig, DiskStats, DiskStore, Header};
@@ -155,33 +156,6 @@ impl<R> Looked<R> {
         }
     }
 }
-
-fn item_of(s: Snapshot) -> Item {
-    Item {
-        value: s.value,
-        flags: s.flags,
-        cas: s.cas,
-        expires_at: s.expires_at,
-    }
-}
-
-/// The meta state a record carries (its five meta bits; the last access is not kept on disk).
-fn state_of(s: &Snapshot) -> ItemState {
-    ItemState {
-        fetched: s.meta & META_FETCHED != 0,
-        stale: s.meta & META_STALE != 0,
-        win_sent: s.meta & META_WIN_SENT != 0,
-        binary_key: s.meta & META_BINARY_KEY != 0,
-        idle_secs: 0,
-    }
-}
-
-// `Snapshot::meta`'s bits, in `EntryMeta`'s order (text key, fetched, stale, win sent, binary).
-const META_TEXT_KEY: u8 = 1;
-const META_FETCHED: u8 = 1 << 1;
-const META_STALE: u8 = 1 << 2;
-const META_WIN_SENT: u8 = 1 << 3;
-const META_BINARY_KEY: u8 = 1 << 4;
 
 pub struct Tiered {
     l1: Arc<Cache>,
@@ -356,7 +330,7 @@ impl Tiered {
 
     /// A read: the L1, then the L2. `op` runs at most twice (a miss, then on the promoted item);
     /// a large item comes back as its record.
-    fn read<R>(
+    fn read_tiers<R>(
         &self,
         key: &[u8],
         counted: bool,
@@ -527,204 +501,12 @@ impl Tiered {
 
     /// A store whose value alone is over the threshold: it goes to the L2 without touching the
     /// L1. (An append or prepend grows an existing value; `settle` moves it down if it must.)
-    fn is_large_store(&self, value: &[u8], mode: StoreMode) -> bool {
-        !matches!(mode, StoreMode::Append | StoreMode::Prepend)
+    fn is_large_store(&self, req: &StoreRequest<'_>) -> bool {
+        !req.concatenates()
             && self
                 .l2
                 .as_ref()
-                .is_some_and(|l2| value.len() > l2.config.large_value_threshold)
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // Reads
-    // ---------------------------------------------------------------------------------------
-
-    /// See [`Cache::get_with`].
-    #[inline]
-    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
-        if self.l2.is_none() {
-            return self.l1.get_with(key, f);
-        }
-        let mut f = Some(f);
-        let looked = self.read(key, true, |c| {
-            c.get_with(key, |e| (f.take().expect("runs once on a hit"))(e))
-        });
-        looked.into_option(|s| {
-            (f.take().expect("not run on a large item"))(ItemRef {
-                key,
-                value: &s.value,
-                flags: s.flags,
-                cas: s.cas,
-                expires_at: s.expires_at,
-                text_key: s.meta & META_TEXT_KEY != 0,
-                shared: Some(&s.value),
-            })
-        })
-    }
-
-    pub fn get(&self, key: &[u8]) -> Option<Item> {
-        self.read(key, true, |c| c.get(key)).into_option(item_of)
-    }
-
-    pub fn peek(&self, key: &[u8]) -> Option<Item> {
-        self.read(key, false, |c| c.peek(key)).into_option(item_of)
-    }
-
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.read(key, false, |c| c.contains(key).then_some(()))
-            .into_option(|_| ())
-            .is_some()
-    }
-
-    pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
-        self.read(key, false, |c| c.peek_meta(key))
-            .into_option(|s| (item_of(s.clone()), state_of(&s)))
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // Writes
-    // ---------------------------------------------------------------------------------------
-
-    pub fn store(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-    ) -> Result<StoreOutcome, CoreError> {
-        self.store_with(key, value, flags, ttl, mode, StoreOpts::default())
-    }
-
-    pub fn store_keyed(
-        &self,
-        key: &[u8],
-        text_key: bool,
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-    ) -> Result<StoreOutcome, CoreError> {
-        let opts = StoreOpts {
-            text_key,
-            ..StoreOpts::default()
-        };
-        self.store_with(key, value, flags, ttl, mode, opts)
-    }
-
-    pub fn store_with(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-        opts: StoreOpts,
-    ) -> Result<StoreOutcome, CoreError> {
-        if self.l2.is_none() {
-            return self.l1.store_with(key, value, flags, ttl, mode, opts);
-        }
-        self.l1.check_key(key)?;
-        let large = self.is_large_store(value, mode);
-        let needs_prior = mode != StoreMode::Set;
-        self.write(key, needs_prior, large, |c| {
-            c.store_with(key, value, flags, ttl, mode, opts)
-        })?
-    }
-
-    pub fn store_if(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-        check: impl FnOnce(&Item) -> bool,
-    ) -> Result<Option<StoreOutcome>, CoreError> {
-        if self.l2.is_none() {
-            return self.l1.store_if(key, value, flags, ttl, mode, check);
-        }
-        self.l1.check_key(key)?;
-        let large = self.is_large_store(value, mode);
-        self.write(key, true, large, |c| {
-            c.store_if(key, value, flags, ttl, mode, check)
-        })?
-    }
-
-    pub fn touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
-        let r = self.write(key, true, false, |c| c.touch(key, ttl));
-        self.logged(r, || None)
-    }
-
-    pub fn get_and_touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
-        let r = self.write(key, true, false, |c| c.get_and_touch(key, ttl));
-        self.logged(r, || None)
-    }
-
-    pub fn delete(&self, key: &[u8]) -> bool {
-        let r = self.write(key, true, false, |c| c.delete(key));
-        self.logged(r, || false)
-    }
-
-    pub fn delete_if(&self, key: &[u8], check: impl FnOnce(&Item) -> bool) -> Option<bool> {
-        let r = self.write(key, true, false, |c| c.delete_if(key, check));
-        self.logged(r, || None)
-    }
-
-    pub fn delta(&self, key: &[u8], delta: Delta) -> DeltaOutcome {
-        let r = self.write(key, true, false, |c| c.delta(key, delta));
-        self.logged(r, || DeltaOutcome::NotFound)
-    }
-
-    pub fn delta_if(
-        &self,
-        key: &[u8],
-        delta: Delta,
-        check: impl FnOnce(&Item) -> bool,
-    ) -> Option<DeltaOutcome> {
-        let r = self.write(key, true, false, |c| c.delta_if(key, delta, check));
-        self.logged(r, || None)
-    }
-
-    pub fn get_meta<R>(
-        &self,
-        key: &[u8],
-        opts: MetaGetOpts,
-        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
-    ) -> Option<R> {
-        if self.l2.is_none() {
-            return self.l1.get_meta(key, opts, f);
-        }
-        let r = self.write(key, true, false, |c| c.get_meta(key, opts, f));
-        self.logged(r, || None)
-    }
-
-    pub fn delete_meta(
-        &self,
-        key: &[u8],
-        compare_cas: Option<u64>,
-        invalidate: bool,
-        ttl: Option<Ttl>,
-    ) -> MetaDeleteOutcome {
-        let r = self.write(key, true, false, |c| {
-            c.delete_meta(key, compare_cas, invalidate, ttl)
-        });
-        self.logged(r, || MetaDeleteOutcome::NotFound)
-    }
-
-    pub fn delta_meta<R>(
-        &self,
-        key: &[u8],
-        delta: Delta,
-        compare_cas: u64,
-        vivify: Option<u64>,
-        binary_key: bool,
-        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
-    ) -> MetaDelta<R> {
-        let r = self.write(key, true, false, |c| {
-            c.delta_meta(key, delta, compare_cas, vivify, binary_key, f)
-        });
-        self.logged(r, || MetaDelta::NotFound)
+                .is_some_and(|l2| req.value.len() > l2.config.large_value_threshold)
     }
 
     // ---------------------------------------------------------------------------------------
@@ -776,7 +558,7 @@ impl Tiered {
                     let text = l2
                         .disk
                         .get(&k)?
-                        .is_some_and(|(h, _)| h.meta & META_TEXT_KEY != 0);
+                        .is_some_and(|(h, _)| EntryMeta::persisted_text_key(h.meta));
                     keys.push((k.into_boxed_slice(), text));
                 }
             }
@@ -925,6 +707,70 @@ impl Tiered {
             }
         }
         Some(last)
+    }
+}
+
+/// The four operations (see `cache::ops`).
+impl Keyspace for Tiered {
+    /// A read (see `Cache::read`). With an L2, a miss looks there: a small item is promoted, a
+    /// large one is read from its record. A read that may change the entry (`opts.writes`, or a
+    /// vivify) runs where the item lives, and its change is written there. A disk error is
+    /// logged and read as a miss.
+    #[inline]
+    fn read<R>(
+        &self,
+        key: &[u8],
+        opts: ReadOpts,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        if self.l2.is_none() {
+            return self.l1.read(key, opts, f);
+        }
+        if opts.writes || opts.vivify.is_some() {
+            let r = self.write(key, true, false, |c| c.read(key, opts, f));
+            return self.logged(r, || None);
+        }
+        let mut f = Some(f);
+        let counted = opts.counted != Counted::No;
+        let looked = self.read_tiers(key, counted, |c| {
+            c.read(key, opts, |e| (f.take().expect("runs once on a hit"))(e))
+        });
+        looked.into_option(|snap| {
+            let cfg = self.l1.config();
+            let mut me = MetaEntry::of_record(key, &snap, self.now_ms(), cfg);
+            (f.take().expect("not run on a large item"))(&mut me)
+        })
+    }
+
+    /// Every write of a value (see `Cache::store`): a large value goes to the L2 only.
+    fn store(&self, req: &StoreRequest<'_>) -> Result<StoreOutcome, CoreError> {
+        if self.l2.is_none() {
+            return self.l1.store(req);
+        }
+        self.l1.check_key(req.key)?;
+        let large = self.is_large_store(req);
+        self.write(req.key, req.needs_prior(), large, |c| c.store(req))?
+    }
+
+    /// A delete (see `Cache::delete`), in whichever tier holds the item.
+    fn delete(&self, key: &[u8], req: &DeleteRequest) -> Result<DeleteOutcome, CoreError> {
+        if self.l2.is_none() {
+            return Ok(self.l1.delete(key, req));
+        }
+        self.write(key, true, false, |c| c.delete(key, req))
+    }
+
+    /// An incr or decr (see `Cache::delta`), where the item lives.
+    fn delta<R>(
+        &self,
+        key: &[u8],
+        req: &DeltaRequest,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> Result<DeltaOutcome<R>, CoreError> {
+        if self.l2.is_none() {
+            return Ok(self.l1.delta(key, req, f));
+        }
+        self.write(key, true, false, |c| c.delta(key, req, f))
     }
 }
 

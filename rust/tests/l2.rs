@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratmemcache::cache::{
-    Cache, CacheConfig, Delta, DeltaOutcome, ManualClock, StoreMode, StoreOutcome, Ttl,
+    Cache, CacheConfig, Delta, DeltaOutcome, Keyspace, ManualClock, StoreMode, StoreOutcome, Ttl,
 };
 use ratmemcache::engine::{Engine, EngineConfig};
 use ratmemcache::protocol::Session;
 use ratmemcache::store::{Compression, DiskConfig, OnCorruption, SyncMode, FILE_NAME};
+use ratmemcache::testkit::Ops;
 use ratmemcache::tiered::{TierConfig, WriteStrategy};
 use ratmemcache::{CoreError, Tiered};
 
@@ -50,7 +51,7 @@ fn open(dir: &Path, clock: &Arc<ManualClock>, strategy: WriteStrategy) -> Arc<Ti
 
 fn set(t: &Tiered, key: &str, value: &[u8]) -> u64 {
     match t
-        .store(key.as_bytes(), value, 7, Ttl::Never, StoreMode::Set)
+        .put(key.as_bytes(), value, 7, Ttl::Never, StoreMode::Set)
         .unwrap()
     {
         StoreOutcome::Stored(cas) => cas,
@@ -114,31 +115,28 @@ fn large_values_live_only_on_disk_and_every_command_works_on_them() {
 
     // append, cas, add, replace, incr, touch and delete see the L2 item.
     let r = t
-        .store(b"big", b"yz", 0, Ttl::Never, StoreMode::Append)
+        .put(b"big", b"yz", 0, Ttl::Never, StoreMode::Append)
         .unwrap();
     assert!(matches!(r, StoreOutcome::Stored(_)));
     let item = t.get(b"big").unwrap();
     assert_eq!(item.value.len(), LARGE + 3);
     assert!(item.value.ends_with(b"xyz"));
     assert_eq!(item.flags, 7, "append keeps the flags");
-    let stale = StoreMode::Cas(cas);
     assert_eq!(
-        t.store(b"big", b"v", 0, Ttl::Never, stale).unwrap(),
+        t.put_cas(b"big", b"v", 0, Ttl::Never, cas).unwrap(),
         StoreOutcome::Exists
     );
     assert_eq!(
-        t.store(b"big", b"v", 0, Ttl::Never, StoreMode::Add)
-            .unwrap(),
+        t.put(b"big", b"v", 0, Ttl::Never, StoreMode::Add).unwrap(),
         StoreOutcome::NotStored
     );
     assert_eq!(
-        t.delta(b"big", Delta::Incr(1)),
+        t.incr_decr(b"big", Delta::Incr(1)),
         DeltaOutcome::NonNumeric,
         "incr on a large non-number"
     );
-    let current = StoreMode::Cas(item.cas);
     assert!(matches!(
-        t.store(b"big", b"small now", 3, Ttl::Never, current)
+        t.put_cas(b"big", b"small now", 3, Ttl::Never, item.cas)
             .unwrap(),
         StoreOutcome::Stored(_)
     ));
@@ -157,9 +155,9 @@ fn large_values_live_only_on_disk_and_every_command_works_on_them() {
         "the touch's deadline was written to the L2"
     );
     set(&t, "big", &big);
-    assert!(t.delete(b"big"));
+    assert!(t.del(b"big"));
     assert_eq!(get(&t, "big"), None);
-    assert!(!t.delete(b"big"));
+    assert!(!t.del(b"big"));
     t.flush(false).unwrap();
     assert_eq!(t.tier_stats().unwrap().disk.items, 0);
     t.validate().unwrap();
@@ -170,9 +168,9 @@ fn expired_records_are_never_returned_and_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let t = open(dir.path(), &c, WriteStrategy::WriteThrough);
-    t.store(b"k", b"v", 0, Ttl::After(10_000), StoreMode::Set)
+    t.put(b"k", b"v", 0, Ttl::After(10_000), StoreMode::Set)
         .unwrap();
-    t.store(
+    t.put(
         b"big",
         &[1; LARGE + 1],
         0,
@@ -180,8 +178,7 @@ fn expired_records_are_never_returned_and_are_deleted() {
         StoreMode::Set,
     )
     .unwrap();
-    t.store(b"keep", b"v", 0, Ttl::Never, StoreMode::Set)
-        .unwrap();
+    t.put(b"keep", b"v", 0, Ttl::Never, StoreMode::Set).unwrap();
     t.l1().clear();
     c.advance(11_000);
     assert_eq!(get(&t, "k"), None);
@@ -194,7 +191,7 @@ fn expired_records_are_never_returned_and_are_deleted() {
     );
 
     // The background sweep deletes the ones nobody reads.
-    t.store(b"late", b"v", 0, Ttl::After(1_000), StoreMode::Set)
+    t.put(b"late", b"v", 0, Ttl::After(1_000), StoreMode::Set)
         .unwrap();
     c.advance(2_000);
     t.flush(false).unwrap();

@@ -432,6 +432,31 @@ impl EntryMeta {
             idle_secs: self.idle_secs(now_ms),
         }
     }
+
+    /// The byte an L2 record keeps (`store::record`, the `meta` field): the five flags, in this
+    /// order from bit 0: text key, fetched, stale, win sent, binary key. The access clock is
+    /// not kept. Changing this changes the file format: bump `record::FORMAT_VERSION` (a test
+    /// ties the two).
+    #[inline]
+    pub fn to_persisted(self) -> u8 {
+        (self.flags() >> Self::CLOCK_BITS) as u8
+    }
+
+    /// The inverse of [`to_persisted`](Self::to_persisted), last accessed now.
+    #[inline]
+    pub fn from_persisted(bits: u8, now_ms: u64) -> Self {
+        EntryMeta::new(u32::from(bits) << Self::CLOCK_BITS, now_ms)
+    }
+
+    /// The state a record's persisted bits describe (it has no access clock: idle 0).
+    pub fn persisted_state(bits: u8) -> ItemState {
+        EntryMeta::from_persisted(bits, 0).state(0)
+    }
+
+    /// Whether a record's persisted bits say the library gave the key as `str`.
+    pub fn persisted_text_key(bits: u8) -> bool {
+        EntryMeta::from_persisted(bits, 0).has(Self::TEXT_KEY)
+    }
 }
 
 /// What memcached's meta commands can tell about an item besides its value.
@@ -447,16 +472,6 @@ pub struct ItemState {
     pub binary_key: bool,
     /// Seconds since the last access (`mg l`, `me`'s `la`), modulo about 4.25 years.
     pub idle_secs: u32,
-}
-
-/// A copy of an entry's public fields, as a read returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub value: Bytes,
-    pub flags: u32,
-    pub cas: u64,
-    /// Unix milliseconds; 0 means never.
-    pub expires_at: u64,
 }
 
 #[cfg(test)]
@@ -539,6 +554,33 @@ mod tests {
         let key = vec![b'k'; 64 * 1024];
         let e = entry(&key, b"v");
         assert_eq!((e.key(), e.value()), (&key[..], &b"v"[..]));
+    }
+
+    /// The persisted meta byte is part of the L2's file format: if this test has to change,
+    /// so does `record::FORMAT_VERSION`.
+    #[test]
+    fn the_persisted_meta_byte_is_format_version_1() {
+        assert_eq!(
+            crate::store::FORMAT_VERSION,
+            1,
+            "update the table below with the format"
+        );
+        for (flag, bit) in [
+            (EntryMeta::TEXT_KEY, 1u8),
+            (EntryMeta::FETCHED, 1 << 1),
+            (EntryMeta::STALE, 1 << 2),
+            (EntryMeta::WIN_SENT, 1 << 3),
+            (EntryMeta::BINARY_KEY, 1 << 4),
+        ] {
+            let m = EntryMeta::new(flag, 5_000);
+            assert_eq!(m.to_persisted(), bit);
+            assert_eq!(EntryMeta::from_persisted(bit, 5_000), m);
+        }
+        let all = EntryMeta::new(!0, 0);
+        assert_eq!(all.to_persisted(), 0b1_1111);
+        let s = EntryMeta::persisted_state(0b1_1110);
+        assert!(s.fetched && s.stale && s.win_sent && s.binary_key);
+        assert!(EntryMeta::persisted_text_key(1) && !EntryMeta::persisted_text_key(0b1_1110));
     }
 
     #[test]

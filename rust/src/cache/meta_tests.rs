@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::testkit::Ops;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -19,7 +20,7 @@ fn cache() -> (Cache, Arc<ManualClock>) {
 }
 
 fn set(c: &Cache, k: &[u8], v: &[u8]) -> u64 {
-    match c.store(k, v, 0, Ttl::Default, StoreMode::Set).unwrap() {
+    match c.put(k, v, 0, Ttl::Default, StoreMode::Set).unwrap() {
         StoreOutcome::Stored(cas) => cas,
         o => panic!("{o:?}"),
     }
@@ -29,12 +30,46 @@ fn state(c: &Cache, k: &[u8]) -> ItemState {
     c.peek_meta(k).expect("live").1
 }
 
-const BUMP: MetaGetOpts = MetaGetOpts {
-    bump: true,
-    touch: false,
-    vivify: false,
-    binary_key: false,
+/// A meta get that counts as an access.
+const BUMP: ReadOpts = ReadOpts {
+    counted: Counted::Get,
+    bump: Bump::Read,
+    vivify: None,
+    writes: true,
 };
+
+fn delete_meta(
+    c: &Cache,
+    k: &[u8],
+    cas: Option<u64>,
+    invalidate: bool,
+    ttl: Option<Ttl>,
+) -> DeleteOutcome {
+    let req = DeleteRequest {
+        cas,
+        invalidate,
+        ttl,
+        mismatch_is_miss: true,
+    };
+    c.delete(k, &req)
+}
+
+fn delta_meta<R>(
+    c: &Cache,
+    k: &[u8],
+    delta: Delta,
+    cas: Option<u64>,
+    vivify: Option<u64>,
+    f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+) -> DeltaOutcome<R> {
+    let req = DeltaRequest {
+        delta,
+        cas,
+        vivify,
+        binary_key: false,
+    };
+    c.delta(k, &req, f)
+}
 
 #[test]
 fn reads_mark_fetched_and_refresh_the_access_clock() {
@@ -69,16 +104,18 @@ fn get_meta_shows_the_state_before_the_request_then_bumps() {
     let (c, clock) = cache();
     set(&c, b"a", b"v");
     clock.advance(7_000);
-    let no_bump = MetaGetOpts {
-        bump: false,
+    let no_bump = ReadOpts {
+        bump: Bump::No,
         ..BUMP
     };
-    let seen = c.get_meta(b"a", no_bump, |e| (e.state, e.value.to_vec(), e.created));
+    let seen = c.read(b"a", no_bump, |e| {
+        (e.state(), e.value().to_vec(), e.created)
+    });
     let (s, v, created) = seen.unwrap();
     assert!(!s.fetched && !created);
     assert_eq!((s.idle_secs, &v[..]), (7, &b"v"[..]));
     assert!(!state(&c, b"a").fetched, "u: no bump");
-    let s = c.get_meta(b"a", BUMP, |e| e.state).unwrap();
+    let s = c.read(b"a", BUMP, |e| e.state()).unwrap();
     assert!(!s.fetched);
     assert_eq!(s.idle_secs, 7);
     let s = state(&c, b"a");
@@ -86,9 +123,9 @@ fn get_meta_shows_the_state_before_the_request_then_bumps() {
     assert_eq!(s.idle_secs, 0);
     // A callback can cancel the bump (memcached skips it on an error).
     set(&c, b"b", b"v");
-    c.get_meta(b"b", BUMP, |e| e.bump = false).unwrap();
+    c.read(b"b", BUMP, |e| e.bump = false).unwrap();
     assert!(!state(&c, b"b").fetched);
-    assert!(c.get_meta(b"missing", BUMP, |_| ()).is_none());
+    assert!(c.read(b"missing", BUMP, |_| ()).is_none());
     let st = c.stats().counters;
     assert_eq!((st.get_hits, st.get_misses), (3, 1));
     c.validate().unwrap();
@@ -98,12 +135,12 @@ fn get_meta_shows_the_state_before_the_request_then_bumps() {
 fn get_meta_sets_ttls_in_request_order_and_expires() {
     let (c, clock) = cache();
     set(&c, b"a", b"v");
-    let touch = MetaGetOpts {
-        touch: true,
+    let touch = ReadOpts {
+        counted: Counted::MetaTouch,
         ..BUMP
     };
     let (before, after) = c
-        .get_meta(b"a", touch, |e| {
+        .read(b"a", touch, |e| {
             let before = e.expires_at();
             e.set_ttl(Ttl::After(30_000));
             (before, e.expires_at())
@@ -114,7 +151,7 @@ fn get_meta_sets_ttls_in_request_order_and_expires() {
     assert_eq!(c.stats().counters.touch_hits, 1);
     clock.advance(1_000);
     let expired = c
-        .get_meta(b"a", touch, |e| {
+        .read(b"a", touch, |e| {
             e.set_ttl(Ttl::Expired);
             e.expired()
         })
@@ -127,14 +164,13 @@ fn get_meta_sets_ttls_in_request_order_and_expires() {
 #[test]
 fn vivify_creates_an_empty_entry_and_win_tokens_stick() {
     let (c, _) = cache();
-    let viv = MetaGetOpts {
-        vivify: true,
-        binary_key: true,
+    let viv = ReadOpts {
+        vivify: Some(true),
         ..BUMP
     };
     let created = c
-        .get_meta(b"k", viv, |e| {
-            assert!(e.value.is_empty() && e.flags == 0 && e.expires_at() == 0);
+        .read(b"k", viv, |e| {
+            assert!(e.value().is_empty() && e.flags() == 0 && e.expires_at() == 0);
             e.set_ttl(Ttl::After(10_000));
             e.take_win();
             e.created
@@ -145,7 +181,7 @@ fn vivify_creates_an_empty_entry_and_win_tokens_stick() {
     assert!(s.win_sent && s.binary_key && s.fetched);
     assert_eq!(c.peek(b"k").unwrap().expires_at, T0 + 10_000);
     // A second vivify finds it.
-    assert!(!c.get_meta(b"k", viv, |e| e.created).unwrap());
+    assert!(!c.read(b"k", viv, |e| e.created).unwrap());
     assert_eq!(c.stats().counters.get_misses, 1);
     c.validate().unwrap();
 }
@@ -155,36 +191,36 @@ fn invalidation_marks_stale_and_a_new_value_clears_it() {
     let (c, _) = cache();
     let cas = set(&c, b"a", b"v");
     assert_eq!(
-        c.delete_meta(b"a", Some(cas + 1), true, None),
-        MetaDeleteOutcome::Exists
+        delete_meta(&c, b"a", Some(cas + 1), true, None),
+        DeleteOutcome::Exists
     );
     assert_eq!(
-        c.delete_meta(b"a", Some(cas), true, Some(Ttl::After(60_000))),
-        MetaDeleteOutcome::Invalidated
+        delete_meta(&c, b"a", Some(cas), true, Some(Ttl::After(60_000))),
+        DeleteOutcome::Invalidated
     );
     let (item, s) = c.peek_meta(b"a").unwrap();
     assert!(s.stale && !s.win_sent);
     assert!(item.cas > cas, "invalidation bumps the CAS unique");
     assert_eq!(item.expires_at, T0 + 60_000);
-    c.get_meta(b"a", BUMP, |e| e.take_win()).unwrap();
+    c.read(b"a", BUMP, |e| e.take_win()).unwrap();
     assert!(state(&c, b"a").win_sent);
     // Invalidating again hands the token out anew.
-    c.delete_meta(b"a", None, true, None);
+    delete_meta(&c, b"a", None, true, None);
     assert!(!state(&c, b"a").win_sent);
     set(&c, b"a", b"w");
     let s = state(&c, b"a");
     assert!(!s.stale && !s.win_sent);
     // Invalidate with an expired TTL removes it; a plain delete removes it.
-    c.delete_meta(b"a", None, true, Some(Ttl::Expired));
+    delete_meta(&c, b"a", None, true, Some(Ttl::Expired));
     assert!(c.peek(b"a").is_none());
     set(&c, b"a", b"v");
     assert_eq!(
-        c.delete_meta(b"a", None, false, Some(Ttl::After(1))),
-        MetaDeleteOutcome::Deleted
+        delete_meta(&c, b"a", None, false, Some(Ttl::After(1))),
+        DeleteOutcome::Deleted
     );
     assert_eq!(
-        c.delete_meta(b"a", None, false, None),
-        MetaDeleteOutcome::NotFound
+        delete_meta(&c, b"a", None, false, None),
+        DeleteOutcome::NotFound
     );
     c.validate().unwrap();
 }
@@ -193,44 +229,35 @@ fn invalidation_marks_stale_and_a_new_value_clears_it() {
 fn an_older_cas_with_invalidate_stores_a_stale_value() {
     let (c, _) = cache();
     set(&c, b"a", b"v0");
-    c.store(b"a", b"v1", 0, Ttl::After(100_000), StoreMode::Set)
+    c.put(b"a", b"v1", 0, Ttl::After(100_000), StoreMode::Set)
         .unwrap();
     let cas = c.peek(b"a").unwrap().cas;
-    c.get_meta(b"a", BUMP, |e| e.take_win()).unwrap();
-    let inval = StoreOpts {
-        invalidate: true,
-        ..StoreOpts::default()
+    c.read(b"a", BUMP, |e| e.take_win()).unwrap();
+    let cas_store = |v: &[u8], flags: u32, cas: u64, invalidate: bool| {
+        let req = StoreRequest {
+            invalidate,
+            ..StoreRequest::set(b"a", v)
+                .flags(flags)
+                .ttl(Ttl::Never)
+                .cas(cas)
+        };
+        c.store(&req).unwrap()
     };
     // Newer than the item: refused.
-    let out = c
-        .store_with(b"a", b"v2", 0, Ttl::Never, StoreMode::Cas(cas + 1), inval)
-        .unwrap();
+    let out = cas_store(b"v2", 0, cas + 1, true);
     assert_eq!(out, StoreOutcome::Exists);
     // Older: stored, stale, keeping the deadline and the win token.
-    let out = c
-        .store_with(b"a", b"v2", 3, Ttl::Never, StoreMode::Cas(cas - 1), inval)
-        .unwrap();
+    let out = cas_store(b"v2", 3, cas - 1, true);
     assert!(matches!(out, StoreOutcome::Stored(_)));
     let (item, s) = c.peek_meta(b"a").unwrap();
     assert_eq!((&item.value[..], item.flags), (&b"v2"[..], 3));
     assert_eq!(item.expires_at, T0 + 100_000);
     assert!(s.stale && s.win_sent);
     // CAS 0 is "no CAS" in memcached: never stale, always a mismatch.
-    let out = c
-        .store_with(b"a", b"v3", 0, Ttl::Never, StoreMode::Cas(0), inval)
-        .unwrap();
+    let out = cas_store(b"v3", 0, 0, true);
     assert_eq!(out, StoreOutcome::Exists);
     // Without invalidate an older CAS is a plain mismatch.
-    let out = c
-        .store_with(
-            b"a",
-            b"v3",
-            0,
-            Ttl::Never,
-            StoreMode::Cas(1),
-            StoreOpts::default(),
-        )
-        .unwrap();
+    let out = cas_store(b"v3", 0, 1, false);
     assert_eq!(out, StoreOutcome::Exists);
     c.validate().unwrap();
 }
@@ -239,55 +266,58 @@ fn an_older_cas_with_invalidate_stores_a_stale_value() {
 fn append_checks_cas_and_the_item_size_limit() {
     let (c, _) = cache();
     let cas = set(&c, b"a", b"12345");
-    let opts = |compare_cas, max_item_size| StoreOpts {
-        compare_cas,
-        max_item_size,
-        binary_key: true,
-        ..StoreOpts::default()
+    let app = |v: &'static [u8], cas: Option<u64>, max_item_size| {
+        let req = StoreRequest {
+            cas,
+            max_item_size,
+            binary_key: true,
+            ..StoreRequest::new(StoreMode::Append, b"a", v)
+                .flags(9)
+                .ttl(Ttl::Never)
+        };
+        c.store(&req).unwrap()
     };
-    let app = |v: &'static [u8], o| {
-        c.store_with(b"a", v, 9, Ttl::Never, StoreMode::Append, o)
-            .unwrap()
-    };
-    assert_eq!(app(b"x", opts(cas + 1, 0)), StoreOutcome::Exists);
+    assert_eq!(app(b"x", Some(cas + 1), 0), StoreOutcome::Exists);
     // memcached's size: 48 + 8 + key 1 + 1 + value 6 + 2 = 66 bytes (flags are 0).
     assert_eq!(memcached_item_size(1, 6, 0), 66);
     assert_eq!(memcached_item_size(1, 6, 1), 70);
-    assert_eq!(app(b"x", opts(cas, 65)), StoreOutcome::NotStored);
-    assert!(matches!(app(b"x", opts(cas, 66)), StoreOutcome::Stored(_)));
+    assert_eq!(app(b"x", Some(cas), 65), StoreOutcome::NotStored);
+    assert!(matches!(app(b"x", Some(cas), 66), StoreOutcome::Stored(_)));
     let (item, s) = c.peek_meta(b"a").unwrap();
     assert_eq!((&item.value[..], item.flags), (&b"12345x"[..], 0));
     assert!(s.binary_key);
-    assert!(matches!(app(b"y", opts(0, 0)), StoreOutcome::Stored(_)));
+    assert!(matches!(app(b"y", None, 0), StoreOutcome::Stored(_)));
     c.validate().unwrap();
 }
 
 #[test]
 fn meta_delta_vivifies_compares_and_resets_a_grown_item() {
     let (c, _) = cache();
-    let r = c.delta_meta(b"n", Delta::Incr(5), 0, None, false, |_, n| n);
-    assert_eq!(r, MetaDelta::NotFound);
-    let r = c.delta_meta(b"n", Delta::Incr(5), 0, Some(9), false, |e, n| {
+    let r = delta_meta(&c, b"n", Delta::Incr(5), None, None, |_, n| n);
+    assert_eq!(r, DeltaOutcome::NotFound);
+    let r = delta_meta(&c, b"n", Delta::Incr(5), None, Some(9), |e, n| {
         e.set_ttl(Ttl::After(1_000));
         (e.created, n)
     });
-    assert_eq!(r, MetaDelta::Done((true, 9)));
+    assert_eq!(r, DeltaOutcome::Done((true, 9)));
     assert_eq!(&c.peek(b"n").unwrap().value[..], b"9");
     c.get(b"n");
     assert!(state(&c, b"n").fetched);
     // Growing from 1 to 2 digits makes a new item: no longer fetched.
-    let r = c.delta_meta(b"n", Delta::Incr(1), 0, None, false, |e, n| (e.created, n));
-    assert_eq!(r, MetaDelta::Done((false, 10)));
+    let r = delta_meta(&c, b"n", Delta::Incr(1), None, None, |e, n| (e.created, n));
+    assert_eq!(r, DeltaOutcome::Done((false, 10)));
     assert!(!state(&c, b"n").fetched);
     c.get(b"n");
     // In place keeps the marks (and the padding of the text protocol).
     let cas = c.peek(b"n").unwrap().cas;
     assert_eq!(
-        c.delta_meta(b"n", Delta::Decr(1), cas + 1, None, false, |_, n| n),
-        MetaDelta::Exists
+        delta_meta(&c, b"n", Delta::Decr(1), Some(cas + 1), None, |_, n| n),
+        DeltaOutcome::Exists
     );
-    let r = c.delta_meta(b"n", Delta::Decr(1), cas, None, false, |e, n| (e.cas, n));
-    let MetaDelta::Done((new_cas, 9)) = r else {
+    let r = delta_meta(&c, b"n", Delta::Decr(1), Some(cas), None, |e, n| {
+        (e.cas(), n)
+    });
+    let DeltaOutcome::Done((new_cas, 9)) = r else {
         panic!("{r:?}")
     };
     assert!(new_cas > cas);
@@ -296,13 +326,13 @@ fn meta_delta_vivifies_compares_and_resets_a_grown_item() {
     // An empty value is non-numeric before the CAS is compared.
     set(&c, b"e", b"");
     assert_eq!(
-        c.delta_meta(b"e", Delta::Incr(1), 12345, None, false, |_, n| n),
-        MetaDelta::NonNumeric
+        delta_meta(&c, b"e", Delta::Incr(1), Some(12345), None, |_, n| n),
+        DeltaOutcome::NonNumeric
     );
     set(&c, b"x", b"abc");
     assert_eq!(
-        c.delta_meta(b"x", Delta::Incr(1), 0, None, false, |_, n| n),
-        MetaDelta::NonNumeric
+        delta_meta(&c, b"x", Delta::Incr(1), None, None, |_, n| n),
+        DeltaOutcome::NonNumeric
     );
     c.validate().unwrap();
 }
@@ -313,8 +343,8 @@ fn the_text_protocol_incr_also_resets_a_grown_item() {
     set(&c, b"n", b"99");
     c.get(b"n");
     assert_eq!(
-        c.delta(b"n", Delta::Incr(1)),
-        DeltaOutcome::Value(100, c.peek(b"n").unwrap().cas)
+        c.incr_decr(b"n", Delta::Incr(1)),
+        DeltaOutcome::Done((100, c.peek(b"n").unwrap().cas))
     );
     assert!(!state(&c, b"n").fetched);
     c.validate().unwrap();

@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod entry;
 pub mod objects;
+mod ops;
 pub mod policy;
 mod shard;
 mod stats;
@@ -24,23 +25,24 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     parse_size, CacheConfig, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN, MEMCACHED_MAX_KEY_LEN,
 };
-pub use entry::{Item, ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD, SHARED_VALUE_MIN};
-pub use policy::{PolicyKind, UnknownPolicy};
-pub use shard::{
-    memcached_item_size, Delta, DeltaOutcome, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
-    Snapshot, StoreMode, StoreOpts, StoreOutcome,
+pub use entry::{ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD, SHARED_VALUE_MIN};
+pub use ops::{
+    memcached_item_size, Bump, Counted, DeleteOutcome, DeleteRequest, Delta, DeltaOutcome,
+    DeltaRequest, Item, Keyspace, MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome,
+    StoreRequest,
 };
+pub use policy::{PolicyKind, UnknownPolicy};
 pub use stats::{CacheStats, Counters};
 
 use crate::error::CoreError;
 use entry::Entry;
+pub(crate) use entry::EntryMeta;
 use shard::Shard;
 
 /// A write's lifetime, before the cache's `default_ttl` and `max_ttl` are applied.
@@ -56,31 +58,6 @@ pub enum Ttl {
     At(u64),
     /// Already expired: the write succeeds and the item is gone at once, as in memcached.
     Expired,
-}
-
-/// A borrowed view of a live entry, handed to `Cache::get_with` under the shard lock.
-pub struct ItemRef<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub flags: u32,
-    pub cas: u64,
-    pub expires_at: u64,
-    pub text_key: bool,
-    /// The buffer that holds `value` when the entry keeps it apart (values of
-    /// [`SHARED_VALUE_MIN`] bytes and up).
-    pub(crate) shared: Option<&'a Bytes>,
-}
-
-impl ItemRef<'_> {
-    /// The value as `Bytes`: shared with the store, without a copy, for values of
-    /// [`SHARED_VALUE_MIN`] bytes and up (a later update never writes into a shared buffer, so
-    /// this stays the value read); a copy for smaller ones.
-    pub fn value_bytes(&self) -> Bytes {
-        match self.shared {
-            Some(b) => b.clone(),
-            None => Bytes::copy_from_slice(self.value),
-        }
-    }
 }
 
 /// Shard `i`'s part of a limit split over `n` shards. Limits are split exactly: the first
@@ -385,310 +362,73 @@ impl Cache {
         Ok(())
     }
 
-    /// Reads an entry, counting a hit or a miss, and lets `f` look at it under the shard lock.
+    // ---------------------------------------------------------------------------------------
+    // The four operations (see `ops`): each locks the key's shard, runs the shard's code, and
+    // releases what it dropped.
+
+    /// A read counted as `opts` says; `f` sees the live entry under the shard lock (see
+    /// `Shard::read`).
     #[inline]
-    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
-        let (h, shard) = self.locate(key);
-        shard.lock().get_with(
-            h,
-            key,
-            || self.now_ms(),
-            |e| {
-                f(ItemRef {
-                    key: e.key(),
-                    value: e.value(),
-                    flags: e.flags,
-                    cas: e.cas,
-                    expires_at: e.expires_at,
-                    text_key: e.text_key(),
-                    shared: e.shared_value(),
-                })
-            },
-        )
-    }
-
-    /// Reads an entry, counting a hit or a miss.
-    /// The value is shared with the cache, not copied.
-    pub fn get(&self, key: &[u8]) -> Option<Item> {
-        let (h, shard) = self.locate(key);
-        shard
-            .lock()
-            .get_with(h, key, || self.now_ms(), shard::item_of)
-    }
-
-    /// Whether a live entry exists; doesn't count as a read or change the eviction order.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        shard.lock().peek(h, key, now).is_some()
-    }
-
-    /// Reads an entry without counting it or touching the eviction order.
-    pub fn peek(&self, key: &[u8]) -> Option<Item> {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        shard.lock().peek(h, key, now)
-    }
-
-    /// A storage command (set, add, replace, append, prepend, cas).
-    pub fn store(
+    pub fn read<R>(
         &self,
         key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-    ) -> Result<StoreOutcome, CoreError> {
-        self.store_keyed(key, false, value, flags, ttl, mode)
-    }
-
-    /// `store`, remembering whether the library caller gave the key as text.
-    pub fn store_keyed(
-        &self,
-        key: &[u8],
-        text_key: bool,
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-    ) -> Result<StoreOutcome, CoreError> {
-        let opts = StoreOpts {
-            text_key,
-            ..StoreOpts::default()
-        };
-        self.store_with(key, value, flags, ttl, mode, opts)
-    }
-
-    /// Sets a new lifetime on a live entry and returns it (memcached's `touch` and `gat`).
-    pub fn touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl, now);
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let mut s = shard.lock();
-        let out = s.touch(h, key, deadline, now, &mut dropped);
-        self.release(s, key, dropped);
-        out
-    }
-
-    /// Get-and-touch: a read that also sets a new lifetime. As in memcached, it counts as a touch
-    /// (`touch_hits`/`touch_misses`, so `cmd_touch`), not as a get, and it moves the entry as a
-    /// read does.
-    pub fn get_and_touch(&self, key: &[u8], ttl: Ttl) -> Option<Item> {
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl, now);
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let mut s = shard.lock();
-        let out = s.touch_ext(h, key, deadline, now, true, &mut dropped);
-        self.release(s, key, dropped);
-        out
-    }
-
-    pub fn delete(&self, key: &[u8]) -> bool {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        let removed = shard.lock().delete(h, key, now);
-        removed.is_some()
-    }
-
-    /// memcached's incr/decr on a decimal value.
-    pub fn delta(&self, key: &[u8], delta: Delta) -> DeltaOutcome {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        shard.lock().delta(h, key, delta, now)
-    }
-
-    // Conditional writes: `check` sees the live entry under the shard lock and can refuse the
-    // write, so a compare (a CAS unique, a size) and the write it guards are one atomic step, as
-    // in memcached. With no live entry the write runs unchecked (and finds nothing). `None`
-    // means `check` refused.
-
-    /// `delete`, if `check` accepts the entry; `Some(whether something was deleted)` when it ran.
-    pub fn delete_if(&self, key: &[u8], check: impl FnOnce(&Item) -> bool) -> Option<bool> {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        let removed = {
-            let mut s = shard.lock();
-            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
-                return None;
-            }
-            s.delete(h, key, now)
-        };
-        Some(removed.is_some())
-    }
-
-    /// `delta`, if `check` accepts the entry.
-    pub fn delta_if(
-        &self,
-        key: &[u8],
-        delta: Delta,
-        check: impl FnOnce(&Item) -> bool,
-    ) -> Option<DeltaOutcome> {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        let mut s = shard.lock();
-        if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
-            return None;
-        }
-        Some(s.delta(h, key, delta, now))
-    }
-
-    /// `store`, if `check` accepts the entry (memcached's append with a CAS unique, say).
-    pub fn store_if(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-        check: impl FnOnce(&Item) -> bool,
-    ) -> Result<Option<StoreOutcome>, CoreError> {
-        self.store_checked(
-            key,
-            value,
-            flags,
-            ttl,
-            mode,
-            &StoreOpts::default(),
-            Some(check),
-        )
-    }
-
-    /// Every store goes through here: under the shard lock, `check` (if any) sees the live entry
-    /// and may refuse the write (`Ok(None)`).
-    #[allow(clippy::too_many_arguments)]
-    fn store_checked(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-        opts: &StoreOpts,
-        check: Option<impl FnOnce(&Item) -> bool>,
-    ) -> Result<Option<StoreOutcome>, CoreError> {
-        self.check_key(key)?;
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl, now);
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let mut s = shard.lock();
-        if let Some(check) = check {
-            if s.peek(h, key, now).is_some_and(|cur| !check(&cur)) {
-                return Ok(None);
-            }
-        }
-        let out = s.store_ext(
-            h,
-            key,
-            value,
-            flags,
-            deadline,
-            mode,
-            opts,
-            now,
-            &mut dropped,
-        );
-        self.release(s, key, dropped);
-        Ok(Some(out))
-    }
-
-    // memcached's meta commands (mg, ms, md, ma, me): reads that report and change the per-item
-    // state (fetched, last access, stale, win token), and writes with the meta flags' rules.
-
-    /// A meta read (memcached's `mg`). On a hit, or after vivifying a miss (`opts.vivify`), `f`
-    /// sees the entry under the shard lock as it was before this request, and may set a TTL or
-    /// take the win token; afterwards the read counts as an access unless `bump` is off.
-    /// `None` on a miss.
-    pub fn get_meta<R>(
-        &self,
-        key: &[u8],
-        opts: MetaGetOpts,
+        opts: ReadOpts,
         f: impl FnOnce(&mut MetaEntry<'_>) -> R,
     ) -> Option<R> {
-        let now = self.now_ms();
         let (h, shard) = self.locate(key);
         let mut dropped = Vec::new();
         let mut s = shard.lock();
-        let out = s.get_meta(h, key, now, &opts, &self.inner.config, &mut dropped, f);
-        self.release(s, key, dropped);
-        out
-    }
-
-    /// A live entry and its meta state, without counting a read or touching the eviction order
-    /// (memcached's `me`).
-    pub fn peek_meta(&self, key: &[u8]) -> Option<(Item, ItemState)> {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        shard.lock().peek_meta(h, key, now)
-    }
-
-    /// `store_keyed` with memcached's meta set rules (see [`StoreOpts`]).
-    pub fn store_with(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        ttl: Ttl,
-        mode: StoreMode,
-        opts: StoreOpts,
-    ) -> Result<StoreOutcome, CoreError> {
-        let unchecked: Option<fn(&Item) -> bool> = None;
-        let out = self.store_checked(key, value, flags, ttl, mode, &opts, unchecked)?;
-        Ok(out.expect("a store without a check is never refused"))
-    }
-
-    /// A meta delete (memcached's `md`): refused with `Exists` unless the CAS unique is
-    /// `compare_cas` (when given). With `invalidate` the entry stays, marked stale with a new CAS
-    /// unique, and `ttl` (when given) becomes its lifetime.
-    pub fn delete_meta(
-        &self,
-        key: &[u8],
-        compare_cas: Option<u64>,
-        invalidate: bool,
-        ttl: Option<Ttl>,
-    ) -> MetaDeleteOutcome {
-        let now = self.now_ms();
-        let deadline = ttl.map(|t| self.deadline(t, now));
-        let (h, shard) = self.locate(key);
-        let (out, removed) =
-            shard
-                .lock()
-                .delete_meta(h, key, now, compare_cas, invalidate, deadline);
-        drop(removed);
-        out
-    }
-
-    /// Meta arithmetic (memcached's `ma`): incr/decr if the CAS unique is `compare_cas` (0 = no
-    /// check); on a miss with `vivify = Some(initial)` the entry is created holding `initial`.
-    /// `f` sees the updated entry and the resulting number under the shard lock, and may set a
-    /// TTL.
-    pub fn delta_meta<R>(
-        &self,
-        key: &[u8],
-        delta: Delta,
-        compare_cas: u64,
-        vivify: Option<u64>,
-        binary_key: bool,
-        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
-    ) -> MetaDelta<R> {
-        let now = self.now_ms();
-        let (h, shard) = self.locate(key);
-        let mut dropped = Vec::new();
-        let mut s = shard.lock();
-        let out = s.delta_meta(
+        let out = s.read(
             h,
             key,
-            delta,
-            compare_cas,
-            vivify,
-            binary_key,
-            now,
+            opts,
+            || self.now_ms(),
             &self.inner.config,
             &mut dropped,
             f,
         );
+        self.release(s, key, dropped);
+        out
+    }
+
+    /// Every write of a value (see `Shard::store`).
+    pub fn store(&self, req: &StoreRequest<'_>) -> Result<StoreOutcome, CoreError> {
+        self.check_key(req.key)?;
+        let now = self.now_ms();
+        let deadline = self.deadline(req.ttl, now);
+        let (h, shard) = self.locate(req.key);
+        let mut dropped = Vec::new();
+        let mut s = shard.lock();
+        let out = s.store(h, req, deadline, now, &mut dropped);
+        self.release(s, req.key, dropped);
+        Ok(out)
+    }
+
+    /// A delete (see `Shard::delete`).
+    pub fn delete(&self, key: &[u8], req: &DeleteRequest) -> DeleteOutcome {
+        let now = self.now_ms();
+        let deadline = req.ttl.map(|t| self.deadline(t, now));
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let mut s = shard.lock();
+        let out = s.delete(h, key, req, deadline, now, &mut dropped);
+        self.release(s, key, dropped);
+        out
+    }
+
+    /// An incr or decr; `f` sees the updated entry and the number under the shard lock, and may
+    /// set a TTL (see `Shard::delta`).
+    pub fn delta<R>(
+        &self,
+        key: &[u8],
+        req: &DeltaRequest,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> DeltaOutcome<R> {
+        let now = self.now_ms();
+        let (h, shard) = self.locate(key);
+        let mut dropped = Vec::new();
+        let mut s = shard.lock();
+        let out = s.delta(h, key, req, now, &self.inner.config, &mut dropped, f);
         self.release(s, key, dropped);
         out
     }
@@ -851,6 +591,33 @@ impl Cache {
         for p in self.inner.shards.iter() {
             p.0.lock().raise_cas_floor(floor);
         }
+    }
+}
+
+/// The four operations (see `ops`); an L1 alone never fails on disk.
+impl Keyspace for Cache {
+    #[inline]
+    fn read<R>(
+        &self,
+        key: &[u8],
+        opts: ReadOpts,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        Cache::read(self, key, opts, f)
+    }
+    fn store(&self, req: &StoreRequest<'_>) -> Result<StoreOutcome, CoreError> {
+        Cache::store(self, req)
+    }
+    fn delete(&self, key: &[u8], req: &DeleteRequest) -> Result<DeleteOutcome, CoreError> {
+        Ok(Cache::delete(self, key, req))
+    }
+    fn delta<R>(
+        &self,
+        key: &[u8],
+        req: &DeltaRequest,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> Result<DeltaOutcome<R>, CoreError> {
+        Ok(Cache::delta(self, key, req, f))
     }
 }
 

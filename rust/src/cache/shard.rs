@@ -7,190 +7,17 @@
 
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::entry::{value_overhead, Entry, EntryMeta, Item, ItemState, ENTRY_OVERHEAD};
+use super::entry::{value_overhead, Entry, EntryMeta, ENTRY_OVERHEAD};
+use super::ops::{
+    cas_mismatch, memcached_item_size, Bump, Counted, DeleteOutcome, DeleteRequest, Delta,
+    DeltaOutcome, DeltaRequest, MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome,
+    StoreRequest,
+};
 use super::policy::{EntryInfo, Policy, PolicyKind, RemoveReason};
 use super::stats::Counters;
-use super::{deadline_for, CacheConfig, Ttl};
-
-/// How a write treats an existing entry; memcached's storage commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    /// Store only if the entry's CAS unique still equals this.
-    Cas(u64),
-}
-
-/// memcached's replies to a storage command, plus the one failure the core can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// Stored; carries the new CAS unique.
-    Stored(u64),
-    NotStored,
-    Exists,
-    NotFound,
-    /// The item alone is larger than a shard's memory budget.
-    TooLarge,
-}
-
-/// Result of incr/decr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeltaOutcome {
-    /// The new value and the new CAS unique.
-    Value(u64, u64),
-    NotFound,
-    NonNumeric,
-}
-
-/// memcached's size of an item (`ITEM_ntotal`): its 48-byte header, an 8-byte CAS unique, the key
-/// and a NUL, the value and its `\r\n`, and 4 bytes for client flags when they are not 0.
-/// `item_size_ok` refuses an item when this exceeds the item size limit (`-I`).
-pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
-    48 + 8 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
-}
-
-/// Rules a store follows beyond its [`StoreMode`]; memcached's meta set (`ms`) flags.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreOpts {
-    /// The Python library gave the key as `str`.
-    pub text_key: bool,
-    /// The key came base64-encoded (`ms ... b`): meta replies show it encoded.
-    pub binary_key: bool,
-    /// An append or prepend happens only if the entry's CAS unique is this; 0 means no check
-    /// (`ms ... MA C<cas>`). `StoreMode::Cas` carries its own unique.
-    pub compare_cas: u64,
-    /// A `StoreMode::Cas` whose unique is older (smaller) than the entry's stores the value
-    /// anyway, marked stale, keeping the entry's deadline and win state (`ms ... I C<cas>`).
-    pub invalidate: bool,
-    /// An append or prepend whose result exceeds this [`memcached_item_size`] is not stored, as
-    /// memcached refuses to allocate it; 0 means no limit.
-    pub max_item_size: usize,
-}
-
-/// What a meta read does besides reading (memcached's `mg` flags).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetaGetOpts {
-    /// Count the read as an access: mark the entry fetched, refresh its last-access time and
-    /// tell the eviction policy (`mg` without `u`).
-    pub bump: bool,
-    /// Count a hit as a touch rather than a get in the statistics (the request sets a TTL).
-    pub touch: bool,
-    /// On a miss, create an empty entry with flags 0 and no deadline (until the callback sets
-    /// one), as `mg ... N<ttl>` does.
-    pub vivify: bool,
-    /// A vivified entry's key came base64-encoded.
-    pub binary_key: bool,
-}
-
-/// A live entry as a meta callback sees it under the shard lock. The TTL and the win token are
-/// changed through it; the changes are applied when the callback returns.
-pub struct MetaEntry<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub flags: u32,
-    pub cas: u64,
-    /// The state before this request.
-    pub state: ItemState,
-    /// This request created the entry (vivify on a miss).
-    pub created: bool,
-    /// Count the request as an access when it ends; starts as the options say.
-    pub bump: bool,
-    expires_at: u64,
-    new_deadline: Option<Option<u64>>,
-    win: bool,
-    now_ms: u64,
-    cfg: &'a CacheConfig,
-}
-
-impl MetaEntry<'_> {
-    pub fn now_ms(&self) -> u64 {
-        self.now_ms
-    }
-
-    /// The deadline in unix ms (0 = never), as changed by `set_ttl` so far.
-    pub fn expires_at(&self) -> u64 {
-        self.expires_at
-    }
-
-    /// A `set_ttl` in this request expired the entry; it goes when the callback returns.
-    pub fn expired(&self) -> bool {
-        self.new_deadline == Some(None)
-    }
-
-    /// Gives the entry a new lifetime (`default_ttl` and `max_ttl` apply).
-    pub fn set_ttl(&mut self, ttl: Ttl) {
-        let d = deadline_for(self.cfg, ttl, self.now_ms);
-        self.new_deadline = Some(d);
-        self.expires_at = d.unwrap_or(0);
-    }
-
-    /// Hands this client the right to recache the entry: later readers see it was handed out.
-    pub fn take_win(&mut self) {
-        self.win = true;
-    }
-
-    /// This request changes the entry beyond reading it (created it, set a TTL, took the win
-    /// token): what a persistent tier must write back.
-    pub fn changed(&self) -> bool {
-        self.created || self.new_deadline.is_some() || self.win
-    }
-}
-
-/// An entry's whole state, as it moves between the L1 and the L2.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub value: Bytes,
-    pub flags: u32,
-    pub cas: u64,
-    /// Unix ms; 0 = never.
-    pub expires_at: u64,
-    /// The entry's meta bits (text key, fetched, stale, win sent, binary key), in the low 5
-    /// bits: the L2 record stores them as they are.
-    pub meta: u8,
-}
-
-impl Snapshot {
-    pub(crate) fn of_entry(e: &Entry) -> Snapshot {
-        Snapshot {
-            value: e.value_bytes(),
-            flags: e.flags,
-            cas: e.cas,
-            expires_at: e.expires_at,
-            meta: (e.meta.flags() >> META_SHIFT) as u8,
-        }
-    }
-}
-
-/// Where the five meta bits sit in `EntryMeta` (above its 27-bit clock).
-const META_SHIFT: u32 = 27;
-
-/// Result of a meta arithmetic request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaDelta<R> {
-    /// Applied (or the entry was vivified); the callback's result.
-    Done(R),
-    NotFound,
-    NonNumeric,
-    /// The CAS unique did not match.
-    Exists,
-}
-
-/// Result of a meta delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaDeleteOutcome {
-    Deleted,
-    /// Marked stale instead of removed (`md ... I`).
-    Invalidated,
-    NotFound,
-    /// The CAS unique did not match.
-    Exists,
-}
+use super::CacheConfig;
 
 /// The hasher the facade hashes keys with; the shard uses the same one to rehash.
 pub(crate) type KeyHasher = foldhash::fast::RandomState;
@@ -213,13 +40,6 @@ pub(crate) struct Shard {
     cas_tag: u64,
     sweep_cursor: usize,
     pub counters: Counters,
-}
-
-/// A parsed delta request.
-#[derive(Debug, Clone, Copy)]
-pub enum Delta {
-    Incr(u64),
-    Decr(u64),
 }
 
 impl Shard {
@@ -495,85 +315,144 @@ impl Shard {
         cas
     }
 
-    /// The core of every storage command, with memcached's meta set rules ([`StoreOpts`]).
-    /// `expires_at` is `None` when the deadline has already passed: the write succeeds as
-    /// memcached's does, and the item is gone at once.
+    // -----------------------------------------------------------------------------------------
+    // The four operations (see `ops`).
+
+    /// A read: counted as `opts` says, and `f` sees the live entry (or the one a vivify
+    /// created) as it was before this request; the lifetime and win token it sets, and the
+    /// access, apply afterwards. The clock is read only when the key is found or vivified.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn store_ext(
+    #[inline]
+    pub(crate) fn read<R>(
         &mut self,
         hash: u64,
         key: &[u8],
-        value: &[u8],
-        flags: u32,
+        opts: ReadOpts,
+        now: impl FnOnce() -> u64,
+        cfg: &CacheConfig,
+        evicted: &mut Vec<Entry>,
+        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
+    ) -> Option<R> {
+        let found = self.find(hash, key);
+        let now = if found.is_some() || opts.vivify.is_some() {
+            now()
+        } else {
+            0
+        };
+        let live = match found {
+            Some(s) if self.entry(s).is_live(now) => Some(s),
+            Some(s) => {
+                evicted.push(self.expire_slot(s));
+                if matches!(opts.counted, Counted::Get | Counted::MetaTouch) {
+                    self.counters.get_expired += 1;
+                }
+                None
+            }
+            None => None,
+        };
+        let (slot, created) = match live {
+            Some(s) => {
+                match opts.counted {
+                    Counted::Get => self.counters.get_hits += 1,
+                    Counted::Touch | Counted::MetaTouch => self.counters.touch_hits += 1,
+                    Counted::No => {}
+                }
+                (s, false)
+            }
+            None => {
+                match opts.counted {
+                    Counted::Get | Counted::MetaTouch => self.counters.get_misses += 1,
+                    Counted::Touch => self.counters.touch_misses += 1,
+                    Counted::No => {}
+                }
+                let binary_key = opts.vivify?;
+                let s = self.vivify(hash, key, &[], binary_key, now, evicted)?;
+                (s, true)
+            }
+        };
+        let mut me = MetaEntry::new(self.entry(slot), created, opts.bump != Bump::No, now, cfg);
+        let r = f(&mut me);
+        let (deadline, win, bump) = (me.new_deadline, me.win, me.bump);
+        let bump = if bump { opts.bump } else { Bump::No };
+        self.finish(slot, deadline, win, bump, now, evicted);
+        Some(r)
+    }
+
+    /// Every write of a value, with memcached's rules for each mode, a CAS unique, and the
+    /// meta set's invalidation. `expires_at` is `None` when the deadline has already passed:
+    /// the write succeeds as memcached's does, and the item is gone at once.
+    pub(crate) fn store(
+        &mut self,
+        hash: u64,
+        req: &StoreRequest<'_>,
         expires_at: Option<u64>,
-        mode: StoreMode,
-        opts: &StoreOpts,
         now: u64,
         evicted: &mut Vec<Entry>,
     ) -> StoreOutcome {
+        let (key, mode) = (req.key, req.mode);
         self.counters.cmd_set += 1;
         let existing = self.find_live(hash, key, now);
+        // memcached's `cas`: a set, add or replace with a unique to compare.
+        let swap = req.cas.is_some() && !req.concatenates();
         // memcached's CAS_STALE: an invalidating CAS store older than the entry still lands.
         let mut stale = false;
         // Append and prepend build the combined value here; everything else stores `value`.
         let combined: Vec<u8>;
-        let value: &[u8] = match (existing, mode) {
-            (Some(_), StoreMode::Add) => return StoreOutcome::NotStored,
-            (None, StoreMode::Replace | StoreMode::Append | StoreMode::Prepend) => {
-                return StoreOutcome::NotStored
-            }
-            (None, StoreMode::Cas(_)) => {
+        let value: &[u8] = match existing {
+            None if swap => {
                 self.counters.cas_misses += 1;
                 return StoreOutcome::NotFound;
             }
-            (Some(s), StoreMode::Cas(c)) if self.entry(s).cas != c => {
-                if opts.invalidate && c != 0 && c < self.entry(s).cas {
+            None if matches!(mode, StoreMode::Set | StoreMode::Add) => req.value,
+            None => return StoreOutcome::NotStored,
+            Some(s) if swap => {
+                let cur = self.entry(s).cas;
+                if !cas_mismatch(req.cas, cur) {
+                    self.counters.cas_hits += 1;
+                } else if req.invalidate && req.cas.is_some_and(|c| c != 0 && c < cur) {
+                    self.counters.cas_hits += 1;
                     stale = true;
-                    value
                 } else {
                     self.counters.cas_badval += 1;
                     return StoreOutcome::Exists;
                 }
+                req.value
             }
-            (Some(s), StoreMode::Append | StoreMode::Prepend) => {
+            Some(_) if mode == StoreMode::Add => return StoreOutcome::NotStored,
+            Some(s) if req.concatenates() => {
                 let e = self.entry(s);
-                if opts.compare_cas != 0 && opts.compare_cas != e.cas {
+                // memcached's append compares a CAS unique only when it is not 0.
+                if cas_mismatch(req.cas.filter(|&c| c != 0), e.cas) {
                     return StoreOutcome::Exists;
                 }
-                if opts.max_item_size != 0
-                    && memcached_item_size(key.len(), e.value_len() + value.len(), e.flags)
-                        > opts.max_item_size
+                let len = e.value_len() + req.value.len();
+                if req.max_item_size != 0
+                    && memcached_item_size(key.len(), len, e.flags) > req.max_item_size
                 {
                     return StoreOutcome::NotStored;
                 }
-                let old = e.value();
-                let mut v = Vec::with_capacity(old.len() + value.len());
+                let mut v = Vec::with_capacity(len);
                 if mode == StoreMode::Append {
-                    v.extend_from_slice(old);
-                    v.extend_from_slice(value);
+                    v.extend_from_slice(e.value());
+                    v.extend_from_slice(req.value);
                 } else {
-                    v.extend_from_slice(value);
-                    v.extend_from_slice(old);
+                    v.extend_from_slice(req.value);
+                    v.extend_from_slice(e.value());
                 }
                 combined = v;
                 &combined
             }
-            _ => value,
+            Some(_) => req.value,
         };
-        if let StoreMode::Cas(_) = mode {
-            self.counters.cas_hits += 1;
-        }
         if self.charge(key.len(), value.len()) > self.limit_bytes {
             // memcached drops the old value when a set is too large; so do we (but not for add,
             // which returned above, nor for append/prepend, which keep the old value).
-            if let (Some(s), StoreMode::Set | StoreMode::Replace | StoreMode::Cas(_)) =
-                (existing, mode)
-            {
+            if let Some(s) = existing.filter(|_| !req.concatenates()) {
                 evicted.push(self.remove_slot(s, RemoveReason::Deleted));
             }
             return StoreOutcome::TooLarge;
         }
-        let binary = if opts.binary_key {
+        let binary = if req.binary_key {
             EntryMeta::BINARY_KEY
         } else {
             0
@@ -581,14 +460,17 @@ impl Shard {
         match existing {
             Some(s) => {
                 let e = self.entry(s);
-                let (flags, expires_at, meta_flags) = match mode {
-                    StoreMode::Append | StoreMode::Prepend => (e.flags, Some(e.expires_at), binary),
-                    _ if stale => (
-                        flags,
+                let (flags, expires_at, meta_flags) = if req.concatenates() {
+                    (e.flags, Some(e.expires_at), binary)
+                } else if stale {
+                    let kept = e.meta.flags() & EntryMeta::WIN_SENT;
+                    (
+                        req.flags,
                         Some(e.expires_at),
-                        binary | EntryMeta::STALE | (e.meta.flags() & EntryMeta::WIN_SENT),
-                    ),
-                    _ => (flags, expires_at, binary),
+                        binary | EntryMeta::STALE | kept,
+                    )
+                } else {
+                    (req.flags, expires_at, binary)
                 };
                 let Some(deadline) = expires_at else {
                     evicted.push(self.remove_slot(s, RemoveReason::Deleted));
@@ -606,135 +488,102 @@ impl Shard {
                 };
                 let charge = self.charge(key.len(), value.len());
                 self.make_room(charge, 1, evicted);
-                let text = if opts.text_key {
-                    EntryMeta::TEXT_KEY
-                } else {
-                    0
-                };
+                let text = if req.text_key { EntryMeta::TEXT_KEY } else { 0 };
                 let meta = EntryMeta::new(text | binary, now);
-                let (_, cas) = self.insert_new(hash, key, value, flags, deadline, meta);
+                let (_, cas) = self.insert_new(hash, key, value, req.flags, deadline, meta);
                 self.sweep(now, 2, evicted);
                 StoreOutcome::Stored(cas)
             }
         }
     }
 
-    /// A read: on a hit the policy sees the access and `f` sees the entry. The clock is read
-    /// only when the key is found (a miss doesn't need the time).
-    #[inline]
-    pub(crate) fn get_with<R>(
+    /// memcached's delete: refused on a CAS mismatch; with `invalidate` the entry is kept,
+    /// marked stale with a new CAS unique and its win token cleared, and `new_deadline` (if
+    /// any) applies (`None` inside expires it).
+    pub(crate) fn delete(
         &mut self,
         hash: u64,
         key: &[u8],
-        now: impl FnOnce() -> u64,
-        f: impl FnOnce(&Entry) -> R,
-    ) -> Option<R> {
-        let found = self.find(hash, key);
-        let now = if found.is_some() { now() } else { 0 };
-        let slot = match found {
-            Some(s) if self.entry(s).is_live(now) => s,
-            Some(s) => {
-                self.expire_slot(s);
-                self.counters.get_expired += 1;
-                self.counters.get_misses += 1;
-                return None;
-            }
-            None => {
-                self.counters.get_misses += 1;
-                return None;
-            }
-        };
-        self.counters.get_hits += 1;
-        self.policy.touch(slot);
-        self.entry_mut(slot).meta.fetched_at(now);
-        Some(f(self.entry(slot)))
-    }
-
-    /// A read that does not count as a hit or move the entry (for `contains`).
-    pub(crate) fn peek(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Item> {
-        let s = self.find_live(hash, key, now)?;
-        Some(item_of(self.entry(s)))
-    }
-
-    /// Sets a new deadline on a live entry; `None` expires it now. Returns the item on a hit.
-    pub(crate) fn touch(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        expires_at: Option<u64>,
+        req: &DeleteRequest,
+        new_deadline: Option<Option<u64>>,
         now: u64,
         evicted: &mut Vec<Entry>,
-    ) -> Option<Item> {
-        self.touch_ext(hash, key, expires_at, now, false, evicted)
-    }
-
-    /// `touch`, and with `read` the entry also moves as a read moves it (get-and-touch).
-    pub(crate) fn touch_ext(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        expires_at: Option<u64>,
-        now: u64,
-        read: bool,
-        evicted: &mut Vec<Entry>,
-    ) -> Option<Item> {
+    ) -> DeleteOutcome {
         let Some(s) = self.find_live(hash, key, now) else {
-            self.counters.touch_misses += 1;
-            return None;
+            self.counters.delete_misses += 1;
+            return DeleteOutcome::NotFound;
         };
-        self.counters.touch_hits += 1;
-        if read {
-            self.policy.touch(s);
-        }
-        let item = item_of(self.entry(s));
-        match expires_at {
-            None => evicted.push(self.remove_slot(s, RemoveReason::Deleted)),
-            Some(d) => {
-                let e = self.entry_mut(s);
-                // memcached's touch fetches the item with a bump: it counts as an access.
-                e.meta.fetched_at(now);
-                let old = EntryInfo {
-                    hash,
-                    expires_at: e.expires_at,
-                };
-                e.expires_at = d;
-                self.policy.update(
-                    s,
-                    old,
-                    EntryInfo {
-                        hash,
-                        expires_at: d,
-                    },
-                );
-            }
-        }
-        Some(item)
-    }
-
-    pub(crate) fn delete(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
-        match self.find_live(hash, key, now) {
-            Some(s) => {
-                self.counters.delete_hits += 1;
-                Some(self.remove_hashed(s, hash, RemoveReason::Deleted))
-            }
-            None => {
+        if cas_mismatch(req.cas, self.entry(s).cas) {
+            if req.mismatch_is_miss {
                 self.counters.delete_misses += 1;
-                None
             }
+            return DeleteOutcome::Exists;
         }
+        if !req.invalidate {
+            self.counters.delete_hits += 1;
+            evicted.push(self.remove_hashed(s, hash, RemoveReason::Deleted));
+            return DeleteOutcome::Deleted;
+        }
+        let cas = self.next_cas();
+        let e = self.entry_mut(s);
+        e.cas = cas;
+        e.meta.set(EntryMeta::STALE, true);
+        e.meta.set(EntryMeta::WIN_SENT, false);
+        match new_deadline {
+            None => {}
+            Some(None) => evicted.push(self.remove_slot(s, RemoveReason::Deleted)),
+            Some(Some(d)) => self.set_deadline(s, d),
+        }
+        DeleteOutcome::Invalidated
     }
 
-    /// memcached's incr/decr: the value must be a decimal u64; incr wraps at 2^64, decr stops
-    /// at 0, and a result shorter than the old value is padded with spaces to the old length.
-    pub(crate) fn delta(&mut self, hash: u64, key: &[u8], delta: Delta, now: u64) -> DeltaOutcome {
-        let Some(s) = self.find_live(hash, key, now) else {
-            self.count_delta_miss(delta);
-            return DeltaOutcome::NotFound;
+    /// memcached's incr/decr (`do_add_delta`): an empty value is non-numeric, then the CAS
+    /// unique is compared, then the value must be a decimal u64; incr wraps at 2^64, decr stops
+    /// at 0. On a miss with `vivify` the entry is created holding that number (the delta is not
+    /// applied). `f` sees the updated entry and the number, and may set a TTL.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn delta<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        req: &DeltaRequest,
+        now: u64,
+        cfg: &CacheConfig,
+        evicted: &mut Vec<Entry>,
+        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
+    ) -> DeltaOutcome<R> {
+        let (slot, number, created) = match self.find_live(hash, key, now) {
+            None => {
+                let Some(initial) = req.vivify else {
+                    self.count_delta_miss(req.delta);
+                    return DeltaOutcome::NotFound;
+                };
+                let value = initial.to_string();
+                match self.vivify(hash, key, value.as_bytes(), req.binary_key, now, evicted) {
+                    Some(s) => (s, initial, true),
+                    None => return DeltaOutcome::NotFound,
+                }
+            }
+            Some(s) => {
+                let e = self.entry(s);
+                if e.value_len() == 0 {
+                    return DeltaOutcome::NonNumeric;
+                }
+                // memcached's `do_add_delta` compares a CAS unique only when it is not 0.
+                if cas_mismatch(req.cas.filter(|&c| c != 0), e.cas) {
+                    return DeltaOutcome::Exists;
+                }
+                match self.apply_delta(s, hash, req.delta, now, evicted) {
+                    Some(n) => (s, n, false),
+                    None => return DeltaOutcome::NonNumeric,
+                }
+            }
         };
-        match self.apply_delta(s, hash, delta, now) {
-            Some((v, cas)) => DeltaOutcome::Value(v, cas),
-            None => DeltaOutcome::NonNumeric,
-        }
+        let mut me = MetaEntry::new(self.entry(slot), created, false, now, cfg);
+        let r = f(&mut me, number);
+        let (deadline, win) = (me.new_deadline, me.win);
+        self.finish(slot, deadline, win, Bump::No, now, evicted);
+        DeltaOutcome::Done(r)
     }
 
     fn count_delta_miss(&mut self, delta: Delta) {
@@ -744,10 +593,18 @@ impl Shard {
         }
     }
 
-    /// incr/decr on the live entry in `slot`: the new number and CAS unique, or `None` when the
-    /// value is not a number. A result longer than the old value is a new item in memcached, so
-    /// it loses the fetched, stale and win marks; one that fits is rewritten in place.
-    fn apply_delta(&mut self, s: u32, hash: u64, delta: Delta, now: u64) -> Option<(u64, u64)> {
+    /// incr/decr on the live entry in `slot`: the new number, or `None` when the value is not a
+    /// number. A result shorter than the old value is padded with spaces to the old length and
+    /// rewritten in place, as memcached does; a longer one is a new item in memcached, so it
+    /// loses the fetched, stale and win marks.
+    fn apply_delta(
+        &mut self,
+        s: u32,
+        hash: u64,
+        delta: Delta,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> Option<u64> {
         let e = self.entry(s);
         let (old_len, flags, exp, meta) = (e.value_len(), e.flags, e.expires_at, e.meta);
         let cur = parse_decimal(e.value())?;
@@ -771,32 +628,33 @@ impl Shard {
             digits.resize(old_len, b' ');
         }
         let grew = digits.len() > old_len;
-        let cas = self.overwrite(s, hash, &digits, flags, exp, meta_flags, now);
+        self.overwrite(s, hash, &digits, flags, exp, meta_flags, now);
         if !grew {
             // Rewritten in place: memcached counts no new item (`total_items`).
             self.counters.total_items -= 1;
         }
-        let mut evicted = Vec::new();
-        self.fit_after_growth(s, &mut evicted);
-        Some((new, cas))
+        self.fit_after_growth(s, evicted);
+        Some(new)
     }
 
-    /// Applies the deadline change and win token a meta callback asked for, then the access.
-    fn finish_meta(
+    /// Applies the deadline change and win token a callback asked for, then the access.
+    fn finish(
         &mut self,
         slot: u32,
         new_deadline: Option<Option<u64>>,
         win: bool,
-        bump: bool,
+        bump: Bump,
         now: u64,
         evicted: &mut Vec<Entry>,
     ) {
         if win {
             self.entry_mut(slot).meta.set(EntryMeta::WIN_SENT, true);
         }
-        if bump {
+        if bump != Bump::No {
             self.entry_mut(slot).meta.fetched_at(now);
-            self.policy.touch(slot);
+            if bump == Bump::Read {
+                self.policy.touch(slot);
+            }
         }
         match new_deadline {
             None => {}
@@ -819,31 +677,6 @@ impl Shard {
         );
     }
 
-    fn meta_entry<'a>(
-        &'a self,
-        slot: u32,
-        created: bool,
-        bump: bool,
-        now: u64,
-        cfg: &'a CacheConfig,
-    ) -> MetaEntry<'a> {
-        let e = self.entry(slot);
-        MetaEntry {
-            key: e.key(),
-            value: e.value(),
-            flags: e.flags,
-            cas: e.cas,
-            state: e.meta.state(now),
-            created,
-            bump,
-            expires_at: e.expires_at,
-            new_deadline: None,
-            win: false,
-            now_ms: now,
-            cfg,
-        }
-    }
-
     /// Creates the empty or numeric entry a meta command vivifies on a miss: flags 0, no
     /// deadline (the request sets one). `None` if it can never fit.
     fn vivify(
@@ -863,161 +696,6 @@ impl Shard {
         let bits = if binary_key { EntryMeta::BINARY_KEY } else { 0 };
         let (slot, _) = self.insert_new(hash, key, value, 0, 0, EntryMeta::new(bits, now));
         Some(slot)
-    }
-
-    /// memcached's meta get: `f` sees the entry as it was before this request and may set a TTL
-    /// or take the win token; then the read counts as an access unless `opts.bump` is off.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn get_meta<R>(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        now: u64,
-        opts: &MetaGetOpts,
-        cfg: &CacheConfig,
-        evicted: &mut Vec<Entry>,
-        f: impl FnOnce(&mut MetaEntry<'_>) -> R,
-    ) -> Option<R> {
-        let found = self.find(hash, key);
-        let live = match found {
-            Some(s) if self.entry(s).is_live(now) => Some(s),
-            Some(s) => {
-                evicted.push(self.expire_slot(s));
-                self.counters.get_expired += 1;
-                None
-            }
-            None => None,
-        };
-        let (slot, created) = match live {
-            Some(s) => {
-                if opts.touch {
-                    self.counters.touch_hits += 1;
-                } else {
-                    self.counters.get_hits += 1;
-                }
-                (s, false)
-            }
-            None => {
-                // memcached counts a meta miss as a get miss even when it carries a TTL.
-                self.counters.get_misses += 1;
-                if !opts.vivify {
-                    return None;
-                }
-                let s = self.vivify(hash, key, &[], opts.binary_key, now, evicted)?;
-                (s, true)
-            }
-        };
-        let mut me = self.meta_entry(slot, created, opts.bump, now, cfg);
-        let r = f(&mut me);
-        let (d, win, bump) = (me.new_deadline, me.win, me.bump);
-        self.finish_meta(slot, d, win, bump, now, evicted);
-        Some(r)
-    }
-
-    /// A read for memcached's `me`: the item and its meta state, without counting or bumping.
-    pub(crate) fn peek_meta(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        now: u64,
-    ) -> Option<(Item, ItemState)> {
-        let s = self.find_live(hash, key, now)?;
-        let e = self.entry(s);
-        Some((item_of(e), e.meta.state(now)))
-    }
-
-    /// memcached's meta delete: refused on a CAS mismatch; with `invalidate` the entry is kept,
-    /// marked stale with a new CAS unique and its win token cleared, and `new_deadline` (if any)
-    /// applies (`None` inside expires it).
-    pub(crate) fn delete_meta(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        now: u64,
-        compare_cas: Option<u64>,
-        invalidate: bool,
-        new_deadline: Option<Option<u64>>,
-    ) -> (MetaDeleteOutcome, Option<Entry>) {
-        let Some(s) = self.find_live(hash, key, now) else {
-            self.counters.delete_misses += 1;
-            return (MetaDeleteOutcome::NotFound, None);
-        };
-        if compare_cas.is_some_and(|c| c != self.entry(s).cas) {
-            self.counters.delete_misses += 1;
-            return (MetaDeleteOutcome::Exists, None);
-        }
-        if !invalidate {
-            self.counters.delete_hits += 1;
-            return (
-                MetaDeleteOutcome::Deleted,
-                Some(self.remove_slot(s, RemoveReason::Deleted)),
-            );
-        }
-        let cas = self.next_cas();
-        let e = self.entry_mut(s);
-        e.cas = cas;
-        e.meta.set(EntryMeta::STALE, true);
-        e.meta.set(EntryMeta::WIN_SENT, false);
-        let gone = match new_deadline {
-            None => None,
-            Some(None) => Some(self.remove_slot(s, RemoveReason::Deleted)),
-            Some(Some(d)) => {
-                self.set_deadline(s, d);
-                None
-            }
-        };
-        (MetaDeleteOutcome::Invalidated, gone)
-    }
-
-    /// memcached's meta arithmetic. `compare_cas` (0 = none) must match; on a miss with
-    /// `vivify` set to `Some(initial)` the entry is created holding `initial` (not changed by
-    /// the delta). `f` sees the updated entry and the number, and may set a TTL.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn delta_meta<R>(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        delta: Delta,
-        compare_cas: u64,
-        vivify: Option<u64>,
-        binary_key: bool,
-        now: u64,
-        cfg: &CacheConfig,
-        evicted: &mut Vec<Entry>,
-        f: impl FnOnce(&mut MetaEntry<'_>, u64) -> R,
-    ) -> MetaDelta<R> {
-        let (slot, number, created) = match self.find_live(hash, key, now) {
-            None => {
-                let Some(initial) = vivify else {
-                    self.count_delta_miss(delta);
-                    return MetaDelta::NotFound;
-                };
-                let value = initial.to_string();
-                match self.vivify(hash, key, value.as_bytes(), binary_key, now, evicted) {
-                    Some(s) => (s, initial, true),
-                    None => return MetaDelta::NotFound,
-                }
-            }
-            Some(s) => {
-                // memcached's order: an empty value is "non-numeric" before the CAS is compared.
-                let e = self.entry(s);
-                if e.value_len() == 0 {
-                    return MetaDelta::NonNumeric;
-                }
-                if compare_cas != 0 && compare_cas != e.cas {
-                    return MetaDelta::Exists;
-                }
-                match self.apply_delta(s, hash, delta, now) {
-                    Some((n, _)) => (s, n, false),
-                    None => return MetaDelta::NonNumeric,
-                }
-            }
-        };
-        let mut me = self.meta_entry(slot, created, false, now, cfg);
-        let r = f(&mut me, number);
-        let (d, win) = (me.new_deadline, me.win);
-        self.finish_meta(slot, d, win, false, now, evicted);
-        MetaDelta::Done(r)
     }
 
     /// A live entry's whole state, without counting a read or touching the eviction order.
@@ -1058,7 +736,7 @@ impl Shard {
             return false;
         }
         self.make_room(charge, 1, evicted);
-        let meta = EntryMeta::new(u32::from(snap.meta) << META_SHIFT, now);
+        let meta = EntryMeta::from_persisted(snap.meta, now);
         let (slot, _) = self.insert_new(hash, key, &snap.value, snap.flags, snap.expires_at, meta);
         self.counters.total_items -= 1;
         self.raise_cas_floor(snap.cas);
@@ -1186,15 +864,6 @@ impl Shard {
             ));
         }
         self.policy.validate(&live)
-    }
-}
-
-pub(crate) fn item_of(e: &Entry) -> Item {
-    Item {
-        value: e.value_bytes(),
-        flags: e.flags,
-        cas: e.cas,
-        expires_at: e.expires_at,
     }
 }
 

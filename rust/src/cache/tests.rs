@@ -7,6 +7,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::testkit::Ops;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -24,12 +25,12 @@ fn cache_with(kind: PolicyKind, max_entries: u64, max_memory: u64) -> (Cache, Ar
 }
 
 fn set(c: &Cache, k: &str, v: &str) -> StoreOutcome {
-    c.store(k.as_bytes(), v.as_bytes(), 0, Ttl::Default, StoreMode::Set)
+    c.put(k.as_bytes(), v.as_bytes(), 0, Ttl::Default, StoreMode::Set)
         .unwrap()
 }
 
 fn set_ttl(c: &Cache, k: &str, ttl: Ttl) {
-    c.store(k.as_bytes(), b"v", 0, ttl, StoreMode::Set).unwrap();
+    c.put(k.as_bytes(), b"v", 0, ttl, StoreMode::Set).unwrap();
 }
 
 fn get(c: &Cache, k: &str) -> Option<Vec<u8>> {
@@ -50,8 +51,8 @@ fn every_policy_basic_ops() {
         assert_eq!(get(&c, "b"), None);
         set(&c, "a", "22");
         assert_eq!(get(&c, "a"), Some(b"22".to_vec()));
-        assert!(c.delete(b"a"));
-        assert!(!c.delete(b"a"));
+        assert!(c.del(b"a"));
+        assert!(!c.del(b"a"));
         ok(&c);
         assert_eq!(c.len(), 0);
         let s = c.stats();
@@ -92,7 +93,7 @@ fn every_policy_respects_the_memory_limit() {
         let mut rng = SmallRng::seed_from_u64(7);
         for i in 0..2_000 {
             let n = rng.random_range(1..2_000);
-            c.store(
+            c.put(
                 format!("k{i}").as_bytes(),
                 &vec![b'x'; n],
                 0,
@@ -118,13 +119,13 @@ fn an_item_larger_than_the_budget_is_refused_and_drops_the_old_value() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 4096);
     set(&c, "k", "small");
     let out = c
-        .store(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Set)
+        .put(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Set)
         .unwrap();
     assert_eq!(out, StoreOutcome::TooLarge);
     assert_eq!(get(&c, "k"), None);
     set(&c, "k", "small");
     let out = c
-        .store(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Add)
+        .put(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Add)
         .unwrap();
     assert_eq!(out, StoreOutcome::NotStored);
     assert_eq!(get(&c, "k"), Some(b"small".to_vec()));
@@ -337,7 +338,11 @@ fn background_sweeper_runs_and_stops() {
 fn storage_modes() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
     let st = |k: &str, v: &str, m| {
-        c.store(k.as_bytes(), v.as_bytes(), 5, Ttl::Default, m)
+        c.put(k.as_bytes(), v.as_bytes(), 5, Ttl::Default, m)
+            .unwrap()
+    };
+    let cas_st = |k: &str, v: &str, cas| {
+        c.put_cas(k.as_bytes(), v.as_bytes(), 5, Ttl::Default, cas)
             .unwrap()
     };
     assert_eq!(st("k", "x", StoreMode::Replace), StoreOutcome::NotStored);
@@ -351,16 +356,13 @@ fn storage_modes() {
     st("k", "a", StoreMode::Prepend);
     assert_eq!(get(&c, "k"), Some(b"abc".to_vec()));
     let cas = c.get(b"k").unwrap().cas;
-    assert_eq!(st("k", "z", StoreMode::Cas(cas + 1)), StoreOutcome::Exists);
-    let StoreOutcome::Stored(new_cas) = st("k", "z", StoreMode::Cas(cas)) else {
+    assert_eq!(cas_st("k", "z", cas + 1), StoreOutcome::Exists);
+    let StoreOutcome::Stored(new_cas) = cas_st("k", "z", cas) else {
         panic!()
     };
     assert_ne!(new_cas, cas);
-    assert_eq!(st("k", "z", StoreMode::Cas(cas)), StoreOutcome::Exists);
-    assert_eq!(
-        st("nokey", "z", StoreMode::Cas(cas)),
-        StoreOutcome::NotFound
-    );
+    assert_eq!(cas_st("k", "z", cas), StoreOutcome::Exists);
+    assert_eq!(cas_st("nokey", "z", cas), StoreOutcome::NotFound);
     let s = c.stats().counters;
     assert_eq!((s.cas_hits, s.cas_badval, s.cas_misses), (1, 2, 1));
     ok(&c);
@@ -388,27 +390,27 @@ fn incr_decr_follow_memcached() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
     set(&c, "n", "100");
     assert!(matches!(
-        c.delta(b"n", Delta::Decr(1)),
-        DeltaOutcome::Value(99, _)
+        c.incr_decr(b"n", Delta::Decr(1)),
+        DeltaOutcome::Done((99, _))
     ));
     assert_eq!(get(&c, "n"), Some(b"99 ".to_vec()));
     assert!(matches!(
-        c.delta(b"n", Delta::Incr(1)),
-        DeltaOutcome::Value(100, _)
+        c.incr_decr(b"n", Delta::Incr(1)),
+        DeltaOutcome::Done((100, _))
     ));
     assert_eq!(get(&c, "n"), Some(b"100".to_vec()));
     assert!(matches!(
-        c.delta(b"n", Delta::Decr(1000)),
-        DeltaOutcome::Value(0, _)
+        c.incr_decr(b"n", Delta::Decr(1000)),
+        DeltaOutcome::Done((0, _))
     ));
     set(&c, "m", "18446744073709551615");
     assert!(matches!(
-        c.delta(b"m", Delta::Incr(2)),
-        DeltaOutcome::Value(1, _)
+        c.incr_decr(b"m", Delta::Incr(2)),
+        DeltaOutcome::Done((1, _))
     ));
     set(&c, "s", "abc");
-    assert_eq!(c.delta(b"s", Delta::Incr(1)), DeltaOutcome::NonNumeric);
-    assert_eq!(c.delta(b"none", Delta::Incr(1)), DeltaOutcome::NotFound);
+    assert_eq!(c.incr_decr(b"s", Delta::Incr(1)), DeltaOutcome::NonNumeric);
+    assert_eq!(c.incr_decr(b"none", Delta::Incr(1)), DeltaOutcome::NotFound);
     let s = c.stats().counters;
     // A non-numeric value counts neither a hit nor a miss, as in memcached.
     assert_eq!((s.incr_hits, s.incr_misses, s.decr_hits), (2, 1, 2));
@@ -421,7 +423,7 @@ fn touch_and_gat() {
     set_ttl(&c, "k", Ttl::After(1_000));
     assert!(c.touch(b"k", Ttl::After(10_000)).is_some());
     clock.advance(5_000);
-    assert!(c.get_and_touch(b"k", Ttl::After(1_000)).is_some());
+    assert!(c.gat(b"k", Ttl::After(1_000)).is_some());
     clock.advance(1_000);
     assert!(c.get(b"k").is_none());
     assert!(c.touch(b"k", Ttl::Never).is_none());
@@ -434,8 +436,11 @@ fn touch_and_gat() {
 #[test]
 fn keys_and_clear() {
     let (c, _) = cache_with(PolicyKind::Hybrid, 0, 0);
-    c.store_keyed(b"text", true, b"1", 0, Ttl::Default, StoreMode::Set)
-        .unwrap();
+    let text = StoreRequest {
+        text_key: true,
+        ..StoreRequest::set(b"text", b"1")
+    };
+    c.store(&text).unwrap();
     set(&c, "raw", "1");
     let mut keys = c.keys();
     keys.sort();
@@ -457,13 +462,11 @@ fn keys_and_clear() {
 fn bad_keys_are_refused() {
     let (c, _) = cache_with(PolicyKind::Lru, 0, 0);
     assert!(matches!(
-        c.store(b"", b"", 0, Ttl::Default, StoreMode::Set),
+        c.put(b"", b"", 0, Ttl::Default, StoreMode::Set),
         Err(CoreError::BadKey(_))
     ));
     let long = vec![b'k'; LIBRARY_MAX_KEY_LEN + 1];
-    assert!(c
-        .store(&long, b"", 0, Ttl::Default, StoreMode::Set)
-        .is_err());
+    assert!(c.put(&long, b"", 0, Ttl::Default, StoreMode::Set).is_err());
 }
 
 /// Random operations against a model, with an invariant check after every step.
@@ -486,7 +489,7 @@ fn random_ops_match_a_model_and_keep_invariants() {
                     } else {
                         Ttl::After(ttl)
                     };
-                    c.store(k.as_bytes(), &v.clone(), 0, t, StoreMode::Set)
+                    c.put(k.as_bytes(), &v.clone(), 0, t, StoreMode::Set)
                         .unwrap();
                     model.insert(k, (v, if ttl == 0 { 0 } else { now + ttl }));
                 }
@@ -495,7 +498,7 @@ fn random_ops_match_a_model_and_keep_invariants() {
                     model.get(&k).map(|m| m.0.clone()),
                     "{kind} step {step}"
                 ),
-                3 => assert_eq!(c.delete(k.as_bytes()), model.remove(&k).is_some()),
+                3 => assert_eq!(c.del(k.as_bytes()), model.remove(&k).is_some()),
                 4 => clock.advance(rng.random_range(0..300)),
                 _ => {
                     c.sweep_expired();
@@ -545,7 +548,7 @@ fn a_growing_overwrite_never_evicts_the_value_just_written() {
     for kind in PolicyKind::ALL {
         let (c, _) = cache_with(kind, 0, 2_000);
         for k in ["a", "b", "c"] {
-            c.store(
+            c.put(
                 k.as_bytes(),
                 &vec![b'x'; 300],
                 0,
@@ -554,10 +557,10 @@ fn a_growing_overwrite_never_evicts_the_value_just_written() {
             )
             .unwrap();
         }
-        c.store(b"a", &vec![b'y'; 1_300], 0, Ttl::Default, StoreMode::Set)
+        c.put(b"a", &vec![b'y'; 1_300], 0, Ttl::Default, StoreMode::Set)
             .unwrap();
         assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_300), "{kind}");
-        c.store(b"a", &[b'z'; 200], 0, Ttl::Default, StoreMode::Append)
+        c.put(b"a", &[b'z'; 200], 0, Ttl::Default, StoreMode::Append)
             .unwrap();
         assert_eq!(c.get(b"a").map(|i| i.value.len()), Some(1_500), "{kind}");
         assert!(c.stats().bytes <= 2_000);
@@ -604,15 +607,15 @@ fn counters_follow_memcached_for_unfetched_items_gat_and_incr() {
     assert_eq!((s.expirations, s.expired_unfetched), (2, 1));
 
     // an already-expired store: stored, then expired unread at once
-    c.store(b"gone", b"x", 0, Ttl::Expired, StoreMode::Set)
+    c.put(b"gone", b"x", 0, Ttl::Expired, StoreMode::Set)
         .unwrap();
     let s = c.stats().counters;
     assert_eq!((s.total_items, s.expired_unfetched), (7, 2));
 
     // get-and-touch counts as a touch, not a get
     let before = c.stats().counters;
-    assert!(c.get_and_touch(b"c", Ttl::Never).is_some());
-    assert!(c.get_and_touch(b"nope", Ttl::Never).is_none());
+    assert!(c.gat(b"c", Ttl::Never).is_some());
+    assert!(c.gat(b"nope", Ttl::Never).is_none());
     let s = c.stats().counters;
     assert_eq!((s.touch_hits, s.touch_misses), (1, 1));
     assert_eq!(
@@ -623,8 +626,8 @@ fn counters_follow_memcached_for_unfetched_items_gat_and_incr() {
     // incr and decr are not stores; in place they make no new item
     let before = c.stats().counters;
     assert!(matches!(
-        c.delta(b"c", Delta::Incr(1)),
-        DeltaOutcome::Value(2, _)
+        c.incr_decr(b"c", Delta::Incr(1)),
+        DeltaOutcome::Done((2, _))
     ));
     let s = c.stats().counters;
     assert_eq!(
@@ -634,8 +637,8 @@ fn counters_follow_memcached_for_unfetched_items_gat_and_incr() {
     set(&c, "c", "9");
     let before = c.stats().counters;
     assert!(matches!(
-        c.delta(b"c", Delta::Incr(1)),
-        DeltaOutcome::Value(10, _)
+        c.incr_decr(b"c", Delta::Incr(1)),
+        DeltaOutcome::Done((10, _))
     ));
     assert_eq!(c.stats().counters.total_items, before.total_items + 1); // it grew
     ok(&c);
@@ -650,7 +653,7 @@ fn values_cross_the_shared_size_in_both_directions() {
     for kind in PolicyKind::ALL {
         let (c, _) = cache_with(kind, 0, 8 * big as u64);
         let k = b"k".as_slice();
-        let store = |v: &[u8], mode| c.store(k, v, 0, Ttl::Default, mode).unwrap();
+        let store = |v: &[u8], mode| c.put(k, v, 0, Ttl::Default, mode).unwrap();
         assert!(matches!(
             store(&vec![1; big - 10], StoreMode::Set),
             StoreOutcome::Stored(_)
@@ -679,7 +682,7 @@ fn values_cross_the_shared_size_in_both_directions() {
         ok(&c);
         // Large values fill the budget and are evicted like any other.
         for i in 0..20u8 {
-            c.store(&[b'x', i], &vec![i; big], 0, Ttl::Default, StoreMode::Set)
+            c.put(&[b'x', i], &vec![i; big], 0, Ttl::Default, StoreMode::Set)
                 .unwrap();
             ok(&c);
         }
@@ -708,7 +711,7 @@ fn the_memory_limit_changes_at_run_time() {
         let fill = |prefix: &str, n: usize| {
             for i in 0..n {
                 let key = format!("{prefix}{i}");
-                c.store(key.as_bytes(), &[7; 1000], 0, Ttl::Default, StoreMode::Set)
+                c.put(key.as_bytes(), &[7; 1000], 0, Ttl::Default, StoreMode::Set)
                     .unwrap();
             }
         };

@@ -10,7 +10,8 @@
 use bytes::BytesMut;
 
 use super::session::Progress;
-use super::tokens::{parse_u64, split};
+use super::tokens::split;
+use crate::command::numbers::safe_strtoull;
 
 pub(crate) const UNAUTHENTICATED: &[u8] = b"CLIENT_ERROR unauthenticated\r\n";
 const BAD_TERMINATION: &[u8] = b"CLIENT_ERROR bad command line termination\r\n";
@@ -99,7 +100,7 @@ pub(crate) fn step(
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let toks: Vec<&[u8]> = split(line).take(6).collect();
         let size = (toks.len() >= 5 && toks[0] == b"set")
-            .then(|| parse_u64(toks[4]))
+            .then(|| safe_strtoull(toks[4]))
             .flatten()
             .filter(|&n| n <= u64::from(u32::MAX));
         match size {

@@ -27,15 +27,18 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
 use super::auth::Credentials;
-use super::exptime::ttl_from_exptime;
 use super::limits::KEY_MAX_LENGTH;
 use super::sasl;
 use super::session::Progress;
-use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
-use crate::engine::{Engine, MEMCACHED_VERSION};
+use crate::cache::{
+    DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, StoreMode, StoreOutcome,
+    StoreRequest, Ttl,
+};
+use crate::command::{ttl_from_exptime, Failure, FlushOutcome, StatsGroup};
+use crate::engine::{CmdKind, Engine, MEMCACHED_VERSION};
 
 /// `PROTOCOL_BINARY_REQ`: a connection whose first byte is this speaks the binary protocol.
 pub(crate) const MAGIC_REQUEST: u8 = 0x80;
@@ -97,6 +100,9 @@ mod status {
     pub const AUTH_CONTINUE: u16 = 0x0021;
     pub const UNKNOWN_COMMAND: u16 = 0x0081;
     pub const ENOMEM: u16 = 0x0082;
+    /// memcached never sends these two; they say an L2 failure (docs/compatibility.md).
+    pub const EINTERNAL: u16 = 0x0084;
+    pub const ETMPFAIL: u16 = 0x0086;
 }
 
 /// The body memcached's `write_bin_error` sends with each status.
@@ -110,7 +116,36 @@ fn message(status: u16) -> &'static [u8] {
         status::DELTA_BADVAL => b"Non-numeric server-side value for incr or decr",
         status::AUTH_ERROR => b"Auth failure.",
         status::UNKNOWN_COMMAND => b"Unknown command",
+        status::EINTERNAL => b"Internal error",
+        status::ETMPFAIL => b"Temporary failure",
         _ => b"Out of memory",
+    }
+}
+
+/// The status that says a failure.
+fn failure_status(f: Failure) -> u16 {
+    match f {
+        Failure::TooLarge => status::E2BIG,
+        Failure::NoMemory => status::ENOMEM,
+        Failure::NoDisk => status::ETMPFAIL,
+        Failure::DiskError => status::EINTERNAL,
+    }
+}
+
+/// The kind of the request whose header starts `buf` (its opcode, the second byte), for the
+/// latency histograms.
+#[inline]
+pub(crate) fn kind_of(buf: &[u8]) -> CmdKind {
+    match buf.get(1) {
+        // GET, GETQ, GETK, GETKQ
+        Some(0x00 | 0x09 | 0x0c | 0x0d) => CmdKind::Get,
+        // SET, ADD, REPLACE, APPEND, PREPEND and their quiet forms
+        Some(0x01..=0x03 | 0x0e | 0x0f | 0x11..=0x13 | 0x19 | 0x1a) => CmdKind::Set,
+        Some(0x04 | 0x14) => CmdKind::Delete,
+        Some(0x05 | 0x06 | 0x15 | 0x16) => CmdKind::IncrDecr,
+        // TOUCH, GAT, GATQ, GATK, GATKQ
+        Some(0x1c..=0x1e | 0x23 | 0x24) => CmdKind::Touch,
+        _ => CmdKind::Other,
     }
 }
 
@@ -389,22 +424,18 @@ pub(crate) fn step(
             error(out, &h, status::UNKNOWN_COMMAND);
             return refuse(st, buf, prefix, 0);
         }
-        (Kind::Store { .. } | Kind::Concat { .. }, _)
-            if !engine.item_fits(h.keylen as usize, vlen) =>
-        {
-            engine
-                .counters
-                .store_too_large
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            error(out, &h, status::E2BIG);
-            // memcached drops the old value of a set that is too large, so a stale value can't
-            // outlive a failed update; add, replace and append keep theirs.
-            if matches!(h.opcode, op::SET | op::SETQ) {
-                engine
-                    .cache()
-                    .delete(&buf[HEADER_LEN + h.extlen as usize..prefix]);
+        (Kind::Store { .. } | Kind::Concat { .. }, _) => {
+            let flags = match k {
+                Kind::Store { .. } => be_u32(&buf[HEADER_LEN..]),
+                _ => 0,
+            };
+            let key = &buf[HEADER_LEN + h.extlen as usize..prefix];
+            // A set that is too large drops the old value; add, replace and append keep theirs.
+            let drop_old = matches!(h.opcode, op::SET | op::SETQ);
+            if let Err(f) = engine.admit(key, vlen, flags, drop_old) {
+                error(out, &h, failure_status(f));
+                return refuse(st, buf, prefix, vlen);
             }
-            return refuse(st, buf, prefix, vlen);
         }
         _ => {}
     }
@@ -497,49 +528,46 @@ fn execute(k: Kind, r: &Request<'_>, engine: &Engine, out: &mut Vec<u8>) -> Prog
     match k {
         Kind::Get { quiet, with_key } => get(r, engine, quiet, with_key, None, out),
         Kind::Gat { quiet, with_key } => {
-            let ttl = ttl_from_exptime(be_u32(r.extras) as i64);
+            let ttl = ttl_from_exptime(i64::from(be_u32(r.extras)));
             get(r, engine, quiet, with_key, Some(ttl), out)
         }
         Kind::Touch => {
-            let ttl = ttl_from_exptime(be_u32(r.extras) as i64);
-            match engine.cache().touch(r.key, ttl) {
-                Some(item) => item_reply(out, h, item.flags, None, &[], item.cas),
+            let ttl = ttl_from_exptime(i64::from(be_u32(r.extras)));
+            match engine.touch(r.key, ttl) {
+                Some((flags, cas)) => item_reply(out, h, flags, None, &[], cas),
                 None => error(out, h, status::KEY_ENOENT),
             }
         }
         Kind::Store { mode, quiet } => store(r, engine, mode, quiet, out),
-        Kind::Concat { append, quiet } => concat(r, engine, append, quiet, out),
-        Kind::Delete { quiet } => {
-            let deleted = if h.cas == 0 {
-                Some(engine.cache().delete(r.key))
+        Kind::Concat { append, quiet } => {
+            let mode = if append {
+                StoreMode::Append
             } else {
-                engine.cache().delete_if(r.key, |cur| cur.cas == h.cas)
+                StoreMode::Prepend
             };
-            match deleted {
-                Some(true) => success(out, h, quiet, 0),
-                Some(false) => error(out, h, status::KEY_ENOENT),
-                None => error(out, h, status::KEY_EEXISTS),
+            store(r, engine, mode, quiet, out)
+        }
+        Kind::Delete { quiet } => {
+            let req = DeleteRequest {
+                cas: cas_of(h),
+                ..DeleteRequest::default()
+            };
+            match engine.delete(r.key, req) {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) => {
+                    success(out, h, quiet, 0)
+                }
+                Ok(DeleteOutcome::NotFound) => error(out, h, status::KEY_ENOENT),
+                Ok(DeleteOutcome::Exists) => error(out, h, status::KEY_EEXISTS),
+                Err(f) => error(out, h, failure_status(f)),
             }
         }
         Kind::Arith { incr, quiet } => arith(r, engine, incr, quiet, out),
         Kind::Flush { quiet } => {
-            if !engine.config().allow_flush {
+            let exptime = (r.extras.len() == 4).then(|| i64::from(be_u32(r.extras)));
+            match engine.flush_all_at(exptime) {
+                FlushOutcome::Flushed => success(out, h, quiet, 0),
                 // memcached -F answers a binary flush with an auth error.
-                error(out, h, status::AUTH_ERROR);
-            } else {
-                let exptime = if r.extras.len() == 4 {
-                    be_u32(r.extras)
-                } else {
-                    0
-                };
-                let now = engine.shared_cache().now_ms();
-                let delay_ms = match ttl_from_exptime(exptime as i64) {
-                    Ttl::After(ms) => ms,
-                    Ttl::At(t) => t.saturating_sub(now),
-                    _ => 0,
-                };
-                engine.flush_all(delay_ms);
-                success(out, h, quiet, 0);
+                FlushOutcome::Disabled => error(out, h, status::AUTH_ERROR),
             }
         }
         Kind::Quit { quiet } => {
@@ -559,6 +587,11 @@ fn execute(k: Kind, r: &Request<'_>, engine: &Engine, out: &mut Vec<u8>) -> Prog
     Progress::Again
 }
 
+/// The CAS unique in a request header (0: none).
+fn cas_of(h: &Header) -> Option<u64> {
+    (h.cas != 0).then_some(h.cas)
+}
+
 /// get, getq, getk, getkq, and (with `touch`) gat, gatq, gatk, gatkq.
 fn get(
     r: &Request<'_>,
@@ -570,16 +603,11 @@ fn get(
 ) {
     let h = r.h;
     let key = with_key.then_some(r.key);
-    let cache = engine.cache();
-    let hit = match touch {
-        None => cache
-            .get_with(r.key, |e| item_reply(out, h, e.flags, key, e.value, e.cas))
-            .is_some(),
-        Some(ttl) => cache
-            .get_and_touch(r.key, ttl)
-            .map(|i| item_reply(out, h, i.flags, key, &i.value, i.cas))
-            .is_some(),
-    };
+    let hit = engine
+        .get(r.key, touch, |e| {
+            item_reply(out, h, e.flags(), key, e.value(), e.cas())
+        })
+        .is_some();
     if hit || quiet {
         return;
     }
@@ -593,83 +621,37 @@ fn get(
     }
 }
 
-/// set, add, replace and their quiet forms. A CAS unique in the header makes any of them a
-/// compare-and-swap, as in memcached.
+/// set, add, replace, append, prepend and their quiet forms. A CAS unique in the header makes
+/// a set, add or replace a compare-and-swap, as in memcached; an append or prepend compares it.
 fn store(r: &Request<'_>, engine: &Engine, mode: StoreMode, quiet: bool, out: &mut Vec<u8>) {
     let h = r.h;
-    let flags = be_u32(r.extras);
-    let ttl = ttl_from_exptime(be_u32(&r.extras[4..]) as i64);
-    let cas_mode = if h.cas != 0 {
-        StoreMode::Cas(h.cas)
-    } else {
-        mode
-    };
-    let value = Bytes::copy_from_slice(r.value);
-    let outcome = engine.cache().store(r.key, &value, flags, ttl, cas_mode);
-    store_reply(out, h, engine, mode, quiet, outcome.ok());
-}
-
-/// Maps a storage outcome to memcached's statuses (`complete_update_bin`): a refused add means
-/// the key exists, a refused replace that it doesn't.
-fn store_reply(
-    out: &mut Vec<u8>,
-    h: &Header,
-    engine: &Engine,
-    mode: StoreMode,
-    quiet: bool,
-    outcome: Option<StoreOutcome>,
-) {
-    let st = match outcome {
-        Some(StoreOutcome::Stored(cas)) => return success(out, h, quiet, cas),
-        Some(StoreOutcome::Exists) => status::KEY_EEXISTS,
-        Some(StoreOutcome::NotFound) => status::KEY_ENOENT,
-        Some(StoreOutcome::NotStored) => match mode {
+    let mut req = StoreRequest::new(mode, r.key, r.value);
+    req.cas = cas_of(h);
+    if !req.concatenates() {
+        req = req
+            .flags(be_u32(r.extras))
+            .ttl(ttl_from_exptime(i64::from(be_u32(&r.extras[4..]))));
+    }
+    // memcached's `complete_update_bin`: a refused add means the key exists, a refused replace
+    // that it doesn't.
+    let st = match engine.store(req) {
+        Ok(StoreOutcome::Stored(cas)) => return success(out, h, quiet, cas),
+        Ok(StoreOutcome::Exists) => status::KEY_EEXISTS,
+        Ok(StoreOutcome::NotFound) => status::KEY_ENOENT,
+        Ok(StoreOutcome::NotStored) => match mode {
             StoreMode::Add => status::KEY_EEXISTS,
             StoreMode::Replace => status::KEY_ENOENT,
             _ => status::NOT_STORED,
         },
-        Some(StoreOutcome::TooLarge) | None => {
-            engine
-                .counters
-                .store_no_memory
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            status::ENOMEM
-        }
+        Ok(StoreOutcome::TooLarge) => status::ENOMEM,
+        Err(f) => failure_status(f),
     };
     error(out, h, st)
 }
 
-/// append, prepend and their quiet forms. A CAS unique must match; the combined value must fit
-/// the item size limit (memcached: "Not stored.").
-fn concat(r: &Request<'_>, engine: &Engine, append: bool, quiet: bool, out: &mut Vec<u8>) {
-    let h = r.h;
-    let mode = if append {
-        StoreMode::Append
-    } else {
-        StoreMode::Prepend
-    };
-    let mut refusal = status::SUCCESS;
-    let value = Bytes::copy_from_slice(r.value);
-    let (klen, vlen) = (r.key.len(), r.value.len());
-    let outcome = engine
-        .cache()
-        .store_if(r.key, &value, 0, Ttl::Default, mode, |cur| {
-            if h.cas != 0 && cur.cas != h.cas {
-                refusal = status::KEY_EEXISTS;
-            } else if !engine.item_fits(klen, cur.value.len() + vlen) {
-                refusal = status::NOT_STORED;
-            }
-            refusal == status::SUCCESS
-        });
-    match outcome {
-        Ok(None) => error(out, h, refusal),
-        Ok(Some(o)) => store_reply(out, h, engine, mode, quiet, Some(o)),
-        Err(_) => store_reply(out, h, engine, mode, quiet, None),
-    }
-}
-
 /// incr, decr and their quiet forms: extras are the delta, the initial value and an exptime
-/// (0xffffffff: fail on a miss rather than create). The reply body is the new value.
+/// (0xffffffff: fail on a miss rather than create). The reply body is the new value; a created
+/// item holds the initial value (the delta is not applied) and gets the exptime.
 fn arith(r: &Request<'_>, engine: &Engine, incr: bool, quiet: bool, out: &mut Vec<u8>) {
     let h = r.h;
     let (delta, initial, exptime) = (
@@ -677,36 +659,28 @@ fn arith(r: &Request<'_>, engine: &Engine, incr: bool, quiet: bool, out: &mut Ve
         be_u64(&r.extras[8..]),
         be_u32(&r.extras[16..]),
     );
-    let d = if incr {
-        Delta::Incr(delta)
-    } else {
-        Delta::Decr(delta)
+    let req = DeltaRequest {
+        delta: if incr {
+            Delta::Incr(delta)
+        } else {
+            Delta::Decr(delta)
+        },
+        cas: cas_of(h),
+        vivify: (exptime != NO_AUTOVIVIFY).then_some(initial),
+        binary_key: false,
     };
-    let cache = engine.cache();
-    let outcome = if h.cas == 0 {
-        Some(cache.delta(r.key, d))
-    } else {
-        cache.delta_if(r.key, d, |cur| cur.cas == h.cas)
-    };
+    let outcome = engine.delta(r.key, req, |e, n| {
+        if e.created {
+            e.set_ttl(ttl_from_exptime(i64::from(exptime)));
+        }
+        (n, e.cas())
+    });
     match outcome {
-        None => error(out, h, status::KEY_EEXISTS),
-        Some(DeltaOutcome::Value(v, cas)) => counter_reply(out, h, quiet, v, cas),
-        Some(DeltaOutcome::NonNumeric) => error(out, h, status::DELTA_BADVAL),
-        Some(DeltaOutcome::NotFound) if exptime == NO_AUTOVIVIFY => {
-            error(out, h, status::KEY_ENOENT)
-        }
-        Some(DeltaOutcome::NotFound) => {
-            // The initial value is stored as is (the delta is not applied), with flags 0.
-            let mut digits = itoa::Buffer::new();
-            let value = Bytes::copy_from_slice(digits.format(initial).as_bytes());
-            let ttl = ttl_from_exptime(exptime as i64);
-            match cache.store(r.key, &value, 0, ttl, StoreMode::Add) {
-                Ok(StoreOutcome::Stored(cas)) => counter_reply(out, h, quiet, initial, cas),
-                Ok(StoreOutcome::TooLarge) | Err(_) => error(out, h, status::ENOMEM),
-                // Someone else created it meanwhile.
-                Ok(_) => error(out, h, status::NOT_STORED),
-            }
-        }
+        Ok(DeltaOutcome::Done((v, cas))) => counter_reply(out, h, quiet, v, cas),
+        Ok(DeltaOutcome::NonNumeric) => error(out, h, status::DELTA_BADVAL),
+        Ok(DeltaOutcome::NotFound) => error(out, h, status::KEY_ENOENT),
+        Ok(DeltaOutcome::Exists) => error(out, h, status::KEY_EEXISTS),
+        Err(f) => error(out, h, failure_status(f)),
     }
 }
 
@@ -721,53 +695,23 @@ fn counter_reply(out: &mut Vec<u8>, h: &Header, quiet: bool, value: u64, cas: u6
 /// `sizes`: one packet per statistic, then an empty one. Any other key is "Not found".
 fn stat(r: &Request<'_>, engine: &Engine, out: &mut Vec<u8>) {
     let (h, key) = (r.h, r.key);
-    if key.is_empty() {
-        for (name, v) in engine.general_stats() {
-            stat_packet(out, h, name.as_bytes(), v.as_bytes());
-        }
-    } else if key.starts_with(b"reset") {
-        engine.shared_cache().reset_counters();
+    // memcached matches `reset` and `settings` as prefixes.
+    let group = if key.starts_with(b"reset") {
+        engine.reset_stats();
+        None
     } else if key.starts_with(b"settings") {
-        for (name, v) in engine.settings_stats() {
-            stat_packet(out, h, name.as_bytes(), v.as_bytes());
-        }
-    } else if key == b"items" {
-        let s = engine.shared_cache().stats();
-        if s.curr_items > 0 {
-            for (name, v) in [
-                ("items:1:number", s.curr_items),
-                ("items:1:evicted", s.counters.evictions),
-                ("items:1:reclaimed", s.counters.expirations),
-                ("items:1:expired_unfetched", 0),
-                ("items:1:evicted_unfetched", 0),
-            ] {
-                stat_num(out, h, name, v);
-            }
-        }
-    } else if key == b"slabs" {
-        // One logical class: ratmemcache allocates per item rather than from slab classes.
-        let s = engine.shared_cache().stats();
-        if s.curr_items > 0 {
-            stat_num(out, h, "1:used_chunks", s.curr_items);
-            stat_num(out, h, "1:mem_requested", s.payload_bytes);
-        }
-        stat_num(out, h, "active_slabs", u64::from(s.curr_items > 0));
-        stat_num(out, h, "total_malloced", s.bytes);
-    } else if key == b"sizes" {
-        stat_packet(out, h, b"sizes_status", b"disabled");
+        Some(StatsGroup::Settings)
     } else {
-        return error(out, h, status::KEY_ENOENT);
+        // memcached's binary `stat` has no `conns` (its text `stats` does).
+        match StatsGroup::named(key) {
+            Some(StatsGroup::Conns) | None => return error(out, h, status::KEY_ENOENT),
+            Some(g) => Some(g),
+        }
+    };
+    for (name, v) in group.map(|g| engine.stats(g)).unwrap_or_default() {
+        stat_packet(out, h, name.as_bytes(), v.as_bytes());
     }
     stat_packet(out, h, b"", b"");
-}
-
-fn stat_num(out: &mut Vec<u8>, h: &Header, name: &str, v: u64) {
-    stat_packet(
-        out,
-        h,
-        name.as_bytes(),
-        itoa::Buffer::new().format(v).as_bytes(),
-    );
 }
 
 /// One statistic: the name as the key, the value as the value.
@@ -1742,5 +1686,24 @@ mod tests {
         );
         assert_eq!(counter(&r), 99);
         assert_eq!(get_value(&mut s, b"p").unwrap(), b"99 ");
+    }
+
+    #[test]
+    fn commands_are_classified_by_their_opcode() {
+        for (op, kind) in [
+            (0x00u8, CmdKind::Get),
+            (0x0d, CmdKind::Get),
+            (0x01, CmdKind::Set),
+            (0x19, CmdKind::Set),
+            (0x04, CmdKind::Delete),
+            (0x16, CmdKind::IncrDecr),
+            (0x1c, CmdKind::Touch),
+            (0x24, CmdKind::Touch),
+            (0x0a, CmdKind::Other),
+            (0x10, CmdKind::Other),
+        ] {
+            assert_eq!(kind_of(&[0x80, op]), kind, "{op:#x}");
+        }
+        assert_eq!(kind_of(&[0x80]), CmdKind::Other);
     }
 }

@@ -36,17 +36,17 @@
 
 use std::borrow::Cow;
 
-use super::exptime::ttl_from_exptime;
+use super::base64::{base64_decode, base64_encode};
 use super::limits::{KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::{
-    push_num, store_failure, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY, TOO_LARGE,
-};
+use super::text::{failure_line, push_num, Next, BAD_CHUNK, BAD_FORMAT, ERROR, NO_MEMORY};
 use crate::cache::{
-    memcached_item_size, Delta, ItemState, MetaDeleteOutcome, MetaDelta, MetaEntry, MetaGetOpts,
-    StoreMode, StoreOpts, StoreOutcome, Ttl,
+    DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, MetaEntry, StoreMode,
+    StoreOutcome, StoreRequest, Ttl,
 };
+use crate::command::meta::{mg_opts, ms_cas, settle_win, shown_ttl, under_recache};
+use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use crate::command::ttl_from_exptime;
 use crate::engine::Engine;
-use crate::error::CoreError;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a meta command line may have at most this many tokens,
 /// counting the command, the key and memcached's terminal empty token.
@@ -79,8 +79,8 @@ pub(crate) struct PendingSet {
     flags: u32,
     ttl: Ttl,
     mode: StoreMode,
-    /// `C<cas>` for an append or prepend (0 = none); other modes carry it in `mode`.
-    compare_cas: u64,
+    /// `C<cas>`, as the mode compares it.
+    cas: Option<u64>,
     invalidate: bool,
     quiet: bool,
     /// The return flags to echo, in request order: `k`, `c`, or `O` followed by a length byte
@@ -117,153 +117,6 @@ fn cut_at_nul<'b, 'a>(args: &'b [&'a [u8]]) -> Cow<'b, [&'a [u8]]> {
         v.push(head);
     }
     Cow::Owned(v)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Numbers, as memcached's safe_strtol / safe_strtoul / safe_strtoull parse them.
-
-/// C's `isspace` in the "C" locale.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// The shared core of `strtol` and `strtoull` plus memcached's end check: leading whitespace,
-/// an optional sign, decimal digits, then the end or whitespace (after which anything goes).
-/// Returns the sign and the magnitude; `None` without digits, on trailing garbage, or when the
-/// magnitude overflows a u64.
-fn c_number(t: &[u8]) -> Option<(bool, u64)> {
-    let mut i = t.iter().take_while(|&&b| is_c_space(b)).count();
-    let neg = match t.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = t[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in &t[i..i + digits] {
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    match t.get(i + digits) {
-        None => Some((neg, v)),
-        Some(&b) if is_c_space(b) => Some((neg, v)),
-        Some(_) => None,
-    }
-}
-
-/// `safe_strtol` into an `int32_t`: a `long` (i64) that is then truncated to 32 bits, as
-/// memcached 1.6.18 does (`4294967296` becomes 0).
-fn strtol_i32(t: &[u8]) -> Option<i32> {
-    let (neg, v) = c_number(t)?;
-    let l: i64 = if neg {
-        if v > i64::MAX as u64 + 1 {
-            return None;
-        }
-        (v as i64).wrapping_neg()
-    } else {
-        i64::try_from(v).ok()?
-    };
-    Some(l as i32)
-}
-
-/// `safe_strtoull`: C's `strtoull` (a leading `-` negates modulo 2^64), refused when the result
-/// looks negative as a signed number and a `-` was given.
-fn strtoull(t: &[u8]) -> Option<u64> {
-    let (neg, v) = c_number(t)?;
-    let r = if neg { v.wrapping_neg() } else { v };
-    if neg && (r as i64) < 0 {
-        return None;
-    }
-    Some(r)
-}
-
-/// `safe_strtoul` into a `uint32_t`: `strtoull`'s rules, then truncated to 32 bits (flags wrap).
-pub(crate) fn strtoul_u32(t: &[u8]) -> Option<u32> {
-    strtoull(t).map(|v| v as u32)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Base64, as memcached's base64.c (Jouni Malinen's, modified) encodes and decodes keys.
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn b64_value(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        b'=' => Some(0),
-        _ => None,
-    }
-}
-
-/// memcached's `base64_decode`: bytes outside the alphabet are skipped, the rest must come in
-/// groups of four, and decoding stops after the first group with padding. `None` on failure
-/// (memcached's 0), which includes an empty result.
-fn base64_decode(src: &[u8]) -> Option<Vec<u8>> {
-    let count = src.iter().filter(|&&b| b64_value(b).is_some()).count();
-    if count == 0 || count % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count / 4 * 3);
-    let mut block = [0u8; 4];
-    let (mut n, mut pad) = (0, 0);
-    for &b in src {
-        let Some(v) = b64_value(b) else { continue };
-        if b == b'=' {
-            pad += 1;
-        }
-        block[n] = v;
-        n += 1;
-        if n == 4 {
-            out.push((block[0] << 2) | (block[1] >> 4));
-            out.push((block[1] << 4) | (block[2] >> 2));
-            out.push((block[2] << 6) | block[3]);
-            n = 0;
-            if pad > 0 {
-                match pad {
-                    1 => out.truncate(out.len() - 1),
-                    2 => out.truncate(out.len() - 2),
-                    _ => return None,
-                }
-                break;
-            }
-        }
-    }
-    if out.is_empty() {
-        None
-    } else {
-        Some(out)
-    }
-}
-
-/// Standard base64 with `=` padding.
-fn base64_encode(src: &[u8], out: &mut Vec<u8>) {
-    for c in src.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        out.push(B64[(b[0] >> 2) as usize]);
-        out.push(B64[(((b[0] & 0x03) << 4) | (b[1] >> 4)) as usize]);
-        out.push(if c.len() > 1 {
-            B64[(((b[1] & 0x0f) << 2) | (b[2] >> 6)) as usize]
-        } else {
-            b'='
-        });
-        out.push(if c.len() > 2 {
-            B64[(b[2] & 0x3f) as usize]
-        } else {
-            b'='
-        });
-    }
 }
 
 /// memcached's `META_KEY`: ` k<key>`, or ` k<base64> b` for a binary key.
@@ -347,7 +200,7 @@ fn preparse(key: &mut Cow<'_, [u8]>, flags: &[&[u8]]) -> Result<MetaFlags, &'sta
             }
             b'N' | b'T' | b'R' => {
                 f.locked = true;
-                match strtol_i32(arg) {
+                match safe_strtol(arg) {
                     Some(v) if o == b'N' => f.vivify = Some(v),
                     Some(v) if o == b'T' => f.ttl = Some(v),
                     Some(v) => f.recache = Some(v),
@@ -360,11 +213,11 @@ fn preparse(key: &mut Cow<'_, [u8]>, flags: &[&[u8]]) -> Result<MetaFlags, &'sta
             b'u' => f.no_bump = true,
             b'q' => f.quiet = true,
             // memcached sets no message for a bad F: the default (or an earlier one) is shown.
-            b'F' => match strtoul_u32(arg) {
+            b'F' => match safe_strtoul(arg) {
                 Some(v) => f.client_flags = v,
                 None => bad(None),
             },
-            b'C' => match strtoull(arg) {
+            b'C' => match safe_strtoull(arg) {
                 Some(v) => f.cas = Some(v),
                 None => bad(Some(BAD_TOKEN)),
             },
@@ -375,11 +228,11 @@ fn preparse(key: &mut Cow<'_, [u8]>, flags: &[&[u8]]) -> Result<MetaFlags, &'sta
                     f.mode = Some(t[1]);
                 }
             }
-            b'J' => match strtoull(arg) {
+            b'J' => match safe_strtoull(arg) {
                 Some(v) => f.initial = v,
                 None => bad(Some(BAD_INITIAL)),
             },
-            b'D' => match strtoull(arg) {
+            b'D' => match safe_strtoull(arg) {
                 Some(v) => f.delta = Some(v),
                 None => bad(Some(BAD_DELTA)),
             },
@@ -432,40 +285,12 @@ fn fail(out: &mut Vec<u8>, start: usize, msg: &[u8]) {
     out.extend_from_slice(msg);
 }
 
-// ---------------------------------------------------------------------------------------------
-// TTLs as the meta commands print them.
-
-/// What `t` prints for an entry: `-1` without a deadline, else the whole seconds left (rounded
-/// up, so a fresh `T30` reads 30, as memcached's one-second clock does).
+/// What `t` prints: the seconds left, or `-1` without a deadline.
 fn push_ttl(out: &mut Vec<u8>, e: &MetaEntry<'_>, engine: &Engine) {
-    if e.expired() {
-        // memcached stores a past deadline as "1 second after start" and prints it minus its
-        // clock (uptime + 62 s) as an unsigned 32-bit number.
-        let clock = engine.uptime_secs().wrapping_add(62) as u32;
-        push_num(out, u64::from(1u32.wrapping_sub(clock)));
-    } else if e.expires_at() == 0 {
-        out.extend_from_slice(b"-1");
-    } else {
-        push_num(out, remaining_secs(e.expires_at(), e.now_ms()));
+    match shown_ttl(engine, e) {
+        Some(secs) => push_num(out, secs),
+        None => out.extend_from_slice(b"-1"),
     }
-}
-
-fn remaining_secs(expires_at: u64, now_ms: u64) -> u64 {
-    expires_at.saturating_sub(now_ms).div_ceil(1000)
-}
-
-/// `R<ttl>`: does the entry's remaining lifetime fall under the recache threshold? memcached
-/// compares deadlines (`it->exptime < recache_time`): `R0` and past times never win.
-fn under_recache(e: &MetaEntry<'_>, recache: i32) -> bool {
-    if !e.expired() && e.expires_at() == 0 {
-        return false;
-    }
-    let threshold = match ttl_from_exptime(i64::from(recache)) {
-        Ttl::After(ms) => ms / 1000,
-        Ttl::At(ms) if ms > e.now_ms() => remaining_secs(ms, e.now_ms()),
-        _ => return false,
-    };
-    e.expired() || remaining_secs(e.expires_at(), e.now_ms()) < threshold
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,14 +324,9 @@ fn mget(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
         Err(msg) => return out.extend_from_slice(msg),
     };
     let tokens = &args[1..];
-    let opts = MetaGetOpts {
-        bump: !f.no_bump,
-        touch: f.ttl.is_some(),
-        vivify: f.vivify.is_some(),
-        binary_key: f.base64,
-    };
+    let opts = mg_opts(f.ttl.is_some(), f.no_bump, f.vivify.is_some(), f.base64);
     let start = out.len();
-    let hit = engine.cache().get_meta(&key, opts, |e| {
+    let hit = engine.meta_get(&key, opts, |e| {
         mget_hit(e, &f, tokens, engine, out).inspect_err(|_| {
             // memcached bails out before its delayed bump.
             if f.locked {
@@ -539,19 +359,20 @@ fn mget_hit(
     engine: &Engine,
     out: &mut Vec<u8>,
 ) -> Result<(), &'static [u8]> {
-    let before = e.state;
+    let before = e.state();
     let mut won = false;
+    let value = e.value();
     if f.value {
         out.extend_from_slice(b"VA ");
-        push_num(out, e.value.len() as u64);
+        push_num(out, value.len() as u64);
     } else {
         out.extend_from_slice(b"HD");
     }
     for t in tokens {
         match t[0] {
-            b'T' => e.set_ttl(ttl_from_exptime(f.ttl.map_or(0, i64::from))),
+            b'T' => e.set_ttl(exptime(f.ttl)),
             b'N' if e.created => {
-                e.set_ttl(ttl_from_exptime(f.vivify.map_or(0, i64::from)));
+                e.set_ttl(exptime(f.vivify));
                 won = true;
             }
             b'R' if !before.win_sent && !e.created && under_recache(e, f.recache.unwrap_or(0)) => {
@@ -559,7 +380,7 @@ fn mget_hit(
             }
             b's' => {
                 out.extend_from_slice(b" s");
-                push_num(out, e.value.len() as u64);
+                push_num(out, value.len() as u64);
             }
             b't' => {
                 out.extend_from_slice(b" t");
@@ -567,11 +388,11 @@ fn mget_hit(
             }
             b'c' => {
                 out.extend_from_slice(b" c");
-                push_num(out, e.cas);
+                push_num(out, e.cas());
             }
             b'f' => {
                 out.extend_from_slice(b" f");
-                push_num(out, u64::from(e.flags));
+                push_num(out, u64::from(e.flags()));
             }
             b'l' => {
                 out.extend_from_slice(b" l");
@@ -580,30 +401,27 @@ fn mget_hit(
             b'h' => out.extend_from_slice(if before.fetched { b" h1" } else { b" h0" }),
             b'O' if !opaque_ok(t) => return Err(OPAQUE_TOO_LONG),
             b'O' => push_opaque(out, t),
-            b'k' => push_key(out, e.key, before.binary_key),
+            b'k' => push_key(out, e.key(), before.binary_key),
             _ => {}
         }
     }
-    // Z before X before W, as memcached orders them: a client never sees W with Z.
-    if before.win_sent {
-        out.extend_from_slice(b" Z");
-    }
-    if before.stale {
-        out.extend_from_slice(b" X");
-        if !before.win_sent {
-            won = true;
+    let w = settle_win(e, before, won);
+    for (on, flag) in [(w.z, b" Z"), (w.x, b" X"), (w.w, b" W")] {
+        if on {
+            out.extend_from_slice(flag);
         }
-    }
-    if won {
-        out.extend_from_slice(b" W");
-        e.take_win();
     }
     out.extend_from_slice(b"\r\n");
     if f.value {
-        out.extend_from_slice(e.value);
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     Ok(())
+}
+
+/// A `T`, `N` or `R` argument as a lifetime (absent means 0).
+fn exptime(v: Option<i32>) -> Ttl {
+    ttl_from_exptime(v.map_or(0, i64::from))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,7 +441,7 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
         out.extend_from_slice(TOO_MANY_FLAGS);
         return Outcome::Done;
     }
-    let len = match strtol_i32(args[1]) {
+    let len = match safe_strtol(args[1]) {
         Some(v) if (0..=MAX_DECLARED_VALUE_LEN).contains(&i64::from(v)) => v as usize,
         _ => {
             out.extend_from_slice(BAD_FORMAT);
@@ -655,7 +473,7 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
             _ => {}
         }
     }
-    let mut mode = match f.mode {
+    let mode = match f.mode {
         None | Some(b'S') => StoreMode::Set,
         Some(b'E') => StoreMode::Add,
         Some(b'A') => StoreMode::Append,
@@ -666,25 +484,8 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
     if opaque_error {
         return refuse(out, OPAQUE_TOO_LONG);
     }
-    let mut compare_cas = 0;
-    if let Some(c) = f.cas {
-        match mode {
-            // A CAS turns set and replace into memcached's cas command; add ignores it.
-            StoreMode::Set | StoreMode::Replace => mode = StoreMode::Cas(c),
-            StoreMode::Append | StoreMode::Prepend => compare_cas = c,
-            _ => {}
-        }
-    }
-    let suffix = if f.client_flags != 0 { 4 } else { 0 };
-    if !engine.item_fits(key.len() + suffix, len) {
-        engine
-            .counters
-            .store_too_large
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // memcached drops the old value whatever the mode, so a stale value can't outlive a
-        // failed update.
-        engine.cache().delete(&key);
-        return refuse(out, TOO_LARGE);
+    if let Err(fail) = engine.admit(&key, len, f.client_flags, true) {
+        return refuse(out, failure_line(fail));
     }
     Outcome::Read {
         len,
@@ -692,9 +493,9 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
             key: key.into_owned(),
             binary: f.base64,
             flags: f.client_flags,
-            ttl: ttl_from_exptime(f.ttl.map_or(0, i64::from)),
+            ttl: exptime(f.ttl),
             mode,
-            compare_cas,
+            cas: ms_cas(mode, f.cas),
             invalidate: f.invalidate,
             quiet: f.quiet,
             echo,
@@ -707,17 +508,15 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, 
     let Some(value) = data else {
         return out.extend_from_slice(BAD_CHUNK);
     };
-    let opts = StoreOpts {
-        text_key: false,
-        binary_key: p.binary,
-        compare_cas: p.compare_cas,
+    let req = StoreRequest {
+        cas: p.cas,
         invalidate: p.invalidate,
-        max_item_size: engine.config().max_item_size,
+        binary_key: p.binary,
+        ..StoreRequest::new(p.mode, &p.key, value)
+            .flags(p.flags)
+            .ttl(p.ttl)
     };
-    let res = engine
-        .cache()
-        .store_with(&p.key, value, p.flags, p.ttl, p.mode, opts);
-    let (code, cas): (&[u8], u64) = match res {
+    let (code, cas): (&[u8], u64) = match engine.store(req) {
         Ok(StoreOutcome::Stored(cas)) => {
             if p.quiet {
                 return;
@@ -727,16 +526,8 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, 
         Ok(StoreOutcome::NotStored) => (b"NS", 0),
         Ok(StoreOutcome::Exists) => (b"EX", 0),
         Ok(StoreOutcome::NotFound) => (b"NF", 0),
-        Err(e @ (CoreError::DiskFull(_) | CoreError::Disk(_))) => {
-            return out.extend_from_slice(store_failure(&e));
-        }
-        Ok(StoreOutcome::TooLarge) | Err(_) => {
-            engine
-                .counters
-                .store_no_memory
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return out.extend_from_slice(NO_MEMORY);
-        }
+        Ok(StoreOutcome::TooLarge) => return out.extend_from_slice(NO_MEMORY),
+        Err(f) => return out.extend_from_slice(failure_line(f)),
     };
     out.extend_from_slice(code);
     let mut i = 0;
@@ -773,15 +564,18 @@ fn mdelete(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
     if let Err(msg) = echo_opaque_and_key(&mut echo, tokens, &key, f.base64) {
         return out.extend_from_slice(msg);
     }
-    let ttl = match (f.invalidate, f.ttl) {
-        (true, Some(t)) => Some(ttl_from_exptime(i64::from(t))),
-        _ => None,
+    let req = DeleteRequest {
+        cas: f.cas,
+        invalidate: f.invalidate,
+        ttl: f.ttl.filter(|_| f.invalidate).map(|t| exptime(Some(t))),
+        mismatch_is_miss: true,
     };
-    let code: &[u8] = match engine.cache().delete_meta(&key, f.cas, f.invalidate, ttl) {
-        MetaDeleteOutcome::Deleted | MetaDeleteOutcome::Invalidated if f.quiet => return,
-        MetaDeleteOutcome::Deleted | MetaDeleteOutcome::Invalidated => b"HD",
-        MetaDeleteOutcome::NotFound => b"NF",
-        MetaDeleteOutcome::Exists => b"EX",
+    let code: &[u8] = match engine.delete(&key, req) {
+        Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) if f.quiet => return,
+        Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) => b"HD",
+        Ok(DeleteOutcome::NotFound) => b"NF",
+        Ok(DeleteOutcome::Exists) => b"EX",
+        Err(fail) => return out.extend_from_slice(failure_line(fail)),
     };
     out.extend_from_slice(code);
     out.extend_from_slice(&echo);
@@ -804,21 +598,23 @@ fn marith(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
         Some(b'D' | b'-') => Delta::Decr(delta),
         Some(_) => return out.extend_from_slice(BAD_MA_MODE),
     };
-    let start = out.len();
-    let res = engine.cache().delta_meta(
-        &key,
+    let req = DeltaRequest {
         delta,
-        f.cas.unwrap_or(0),
-        f.vivify.map(|_| f.initial),
-        f.base64,
-        |e, n| marith_hit(e, n, &f, tokens, &key, engine, out),
-    );
+        cas: f.cas,
+        vivify: f.vivify.map(|_| f.initial),
+        binary_key: f.base64,
+    };
+    let start = out.len();
+    let res = engine.delta(&key, req, |e, n| {
+        marith_hit(e, n, &f, tokens, &key, engine, out)
+    });
     let code: &[u8] = match res {
-        MetaDelta::Done(Ok(())) => return,
-        MetaDelta::Done(Err(msg)) => return fail(out, start, msg),
-        MetaDelta::NonNumeric => return out.extend_from_slice(NON_NUMERIC),
-        MetaDelta::NotFound => b"NF",
-        MetaDelta::Exists => b"EX",
+        Ok(DeltaOutcome::Done(Ok(()))) => return,
+        Ok(DeltaOutcome::Done(Err(msg))) => return fail(out, start, msg),
+        Ok(DeltaOutcome::NonNumeric) => return out.extend_from_slice(NON_NUMERIC),
+        Ok(DeltaOutcome::NotFound) => b"NF",
+        Ok(DeltaOutcome::Exists) => b"EX",
+        Err(fail) => return out.extend_from_slice(failure_line(fail)),
     };
     out.extend_from_slice(code);
     if let Err(msg) = echo_opaque_and_key(out, tokens, &key, f.base64) {
@@ -850,14 +646,14 @@ fn marith_hit(
         match t[0] {
             b'c' => {
                 out.extend_from_slice(b" c");
-                push_num(out, e.cas);
+                push_num(out, e.cas());
             }
             b't' => {
                 out.extend_from_slice(b" t");
                 push_ttl(out, e, engine);
             }
-            b'T' => e.set_ttl(ttl_from_exptime(f.ttl.map_or(0, i64::from))),
-            b'N' if e.created => e.set_ttl(ttl_from_exptime(f.vivify.map_or(0, i64::from))),
+            b'T' => e.set_ttl(exptime(f.ttl)),
+            b'N' if e.created => e.set_ttl(exptime(f.vivify)),
             b'O' if !opaque_ok(t) => return Err(OPAQUE_TOO_LONG),
             b'O' => push_opaque(out, t),
             b'k' => push_key(out, key, f.base64),
@@ -879,23 +675,6 @@ fn marith_hit(
 // ---------------------------------------------------------------------------------------------
 // me
 
-/// memcached's default slab class sizes (`-n 48 -f 1.25`, 512 KiB largest chunk): `me` reports
-/// the class an item of a given `ITEM_ntotal` would occupy. Larger items are chunked and report
-/// the largest class.
-const SLAB_CLASSES: [u32; 39] = [
-    96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904, 3632, 4544,
-    5680, 7104, 8880, 11104, 13880, 17352, 21696, 27120, 33904, 42384, 52984, 66232, 82792, 103496,
-    129376, 161720, 202152, 252696, 315872, 394840, 524288,
-];
-
-fn slab_class(size: usize) -> usize {
-    SLAB_CLASSES
-        .iter()
-        .position(|&c| size <= c as usize)
-        .unwrap_or(SLAB_CLASSES.len() - 1)
-        + 1
-}
-
 /// `me <key> [b]`: memcached's debug line for one item.
 fn mdebug(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
     if args.is_empty() || args[0].len() > KEY_MAX_LENGTH {
@@ -908,44 +687,36 @@ fn mdebug(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
             None => return out.extend_from_slice(BAD_FORMAT),
         }
     }
-    let cache = engine.cache();
-    let Some((item, state)) = cache.peek_meta(&key) else {
+    let Some(d) = engine.meta_debug(&key) else {
         return out.extend_from_slice(b"EN\r\n");
     };
-    let now = cache.now_ms();
-    let ItemState {
-        fetched,
-        binary_key,
-        idle_secs,
-        ..
-    } = state;
     out.extend_from_slice(b"ME ");
-    if binary_key {
+    if d.state.binary_key {
         base64_encode(&key, out);
     } else {
         out.extend_from_slice(&key);
     }
     // memcached prints `current_time - exptime`: minus the seconds left.
     out.extend_from_slice(b" exp=");
-    if item.expires_at == 0 {
-        out.extend_from_slice(b"-1");
-    } else {
-        out.push(b'-');
-        push_num(out, remaining_secs(item.expires_at, now));
+    match d.exp {
+        None => out.extend_from_slice(b"-1"),
+        Some(secs) => {
+            out.push(b'-');
+            push_num(out, secs);
+        }
     }
     out.extend_from_slice(b" la=");
-    push_num(out, u64::from(idle_secs));
+    push_num(out, u64::from(d.state.idle_secs));
     out.extend_from_slice(b" cas=");
-    push_num(out, item.cas);
-    out.extend_from_slice(if fetched {
+    push_num(out, d.cas);
+    out.extend_from_slice(if d.state.fetched {
         b" fetch=yes cls="
     } else {
         b" fetch=no cls="
     });
-    let size = memcached_item_size(key.len(), item.value.len(), item.flags);
-    push_num(out, slab_class(size) as u64);
+    push_num(out, d.class as u64);
     out.extend_from_slice(b" size=");
-    push_num(out, size as u64);
+    push_num(out, d.size as u64);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1018,83 +789,6 @@ mod tests {
     }
 
     // -- parsers --------------------------------------------------------------------------
-
-    #[test]
-    fn numbers_parse_like_c() {
-        assert_eq!(strtol_i32(b"30"), Some(30));
-        assert_eq!(strtol_i32(b"-1"), Some(-1));
-        assert_eq!(strtol_i32(b"+5"), Some(5));
-        assert_eq!(strtol_i32(b"\t5"), Some(5));
-        assert_eq!(strtol_i32(b"5\tjunk"), Some(5));
-        assert_eq!(strtol_i32(b"\x0b-0"), Some(0));
-        assert_eq!(strtol_i32(b"4294967296"), Some(0));
-        assert_eq!(strtol_i32(b"2147483648"), Some(i32::MIN));
-        assert_eq!(strtol_i32(b"4294967306"), Some(10));
-        assert_eq!(strtol_i32(b"-9223372036854775808"), Some(0));
-        assert_eq!(strtol_i32(b"9223372036854775808"), None);
-        assert_eq!(strtol_i32(b"-9223372036854775809"), None);
-        for bad in [
-            &b""[..],
-            b"x",
-            b"5x",
-            b"0x10",
-            b"-",
-            b"+",
-            b" ",
-            b"--1",
-            b"1 2",
-        ] {
-            if bad == b"1 2" {
-                // Whitespace ends the number; what follows is ignored (tokens never hold
-                // spaces, but tabs can appear).
-                assert_eq!(strtol_i32(bad), Some(1));
-            } else {
-                assert_eq!(strtol_i32(bad), None, "{bad:?}");
-            }
-        }
-        assert_eq!(strtoull(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(strtoull(b"18446744073709551616"), None);
-        assert_eq!(strtoull(b"-0"), Some(0));
-        assert_eq!(strtoull(b"-1"), None);
-        // strtoull negates modulo 2^64; memcached only refuses results that look negative.
-        assert_eq!(
-            strtoull(b"-9223372036854775809"),
-            Some(9_223_372_036_854_775_807)
-        );
-        assert_eq!(strtoull(b"-9223372036854775808"), None);
-        assert_eq!(strtoul_u32(b"4294967297"), Some(1));
-        assert_eq!(strtoul_u32(b"18446744073709551615"), Some(u32::MAX));
-        assert_eq!(strtoul_u32(b"-1"), None);
-        assert_eq!(strtoul_u32(b"+7"), Some(7));
-    }
-
-    #[test]
-    fn base64_like_memcached() {
-        assert_eq!(base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
-        assert_eq!(base64_decode(b"Zm9vYg==").as_deref(), Some(&b"foob"[..]));
-        assert_eq!(base64_decode(b"AAA=").as_deref(), Some(&[0u8, 0][..]));
-        // Bytes outside the alphabet are skipped; decoding stops after the first padded group.
-        assert_eq!(base64_decode(b"A-A_EC").as_deref(), Some(&[0u8, 1, 2][..]));
-        assert_eq!(base64_decode(b"AA==AAAA").as_deref(), Some(&[0u8][..]));
-        for bad in [&b""[..], b"Zm9", b"Zm9v=", b"A===", b"====", b"k_", b"-_"] {
-            assert_eq!(base64_decode(bad), None, "{bad:?}");
-        }
-        let mut out = Vec::new();
-        for (raw, enc) in [
-            (&b"f"[..], &b"Zg=="[..]),
-            (b"fo", b"Zm8="),
-            (b"foo", b"Zm9v"),
-            (b"\x00\x01\x02\xff", b"AAEC/w=="),
-            (b"", b""),
-        ] {
-            out.clear();
-            base64_encode(raw, &mut out);
-            assert_eq!(out, enc);
-            if !raw.is_empty() {
-                assert_eq!(base64_decode(enc).as_deref(), Some(raw));
-            }
-        }
-    }
 
     #[test]
     fn preparse_happy_path() {
@@ -1171,19 +865,6 @@ mod tests {
         assert_eq!(&cut_at_nul(&args)[..], &[&b"k"[..]]);
         let args: Vec<&[u8]> = vec![b"k", b"v"];
         assert!(matches!(cut_at_nul(&args), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn slab_classes_match_memcacheds_defaults() {
-        assert_eq!(slab_class(62), 1);
-        assert_eq!(slab_class(96), 1);
-        assert_eq!(slab_class(97), 2);
-        assert_eq!(slab_class(161), 4);
-        assert_eq!(slab_class(1061), 12);
-        assert_eq!(slab_class(5061), 19);
-        assert_eq!(slab_class(100_061), 32);
-        assert_eq!(slab_class(400_061), 39);
-        assert_eq!(slab_class(10_000_000), 39);
     }
 
     // -- commands ---------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 //!
 //! `session` frames the byte stream and picks the protocol from the first byte (0x80 is binary,
 //! as in memcached); `text` handles the classic text commands, `meta` the meta commands, `binary`
-//! the binary protocol and `streaming` ratmemcache's chunked large-value extension. Parsers call
-//! the cache and the [`crate::engine::Engine`] with plain values; neither ever sees the wire.
+//! the binary protocol and `streaming` ratmemcache's chunked large-value extension. They only
+//! parse and encode: each request becomes a call to the command layer (`crate::command`, methods
+//! of [`crate::engine::Engine`]) with plain values, and its outcome becomes reply bytes.
 
 mod auth;
+mod base64;
 pub mod binary;
-pub mod exptime;
 pub mod limits;
 pub mod meta;
 mod sasl;

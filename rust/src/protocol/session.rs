@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::limits::REPLY_BUDGET;
 use super::{auth, binary, text};
-use crate::engine::{CmdKind, CommandTimer, Engine};
+use crate::engine::{CommandTimer, Engine};
 
 /// What one step of a protocol handler achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +182,7 @@ impl Session {
             let p = match self.proto {
                 Proto::Unknown => unreachable!("picked above"),
                 Proto::Text => {
-                    let starts = self.text.at_line().then(|| CmdKind::of_text(&self.buf));
+                    let starts = self.text.at_line().then(|| text::kind_of(&self.buf));
                     self.timer.begin(starts);
                     let p = text::step(&mut self.text, &self.engine, &mut self.buf, out);
                     self.timer
@@ -190,10 +190,7 @@ impl Session {
                     p
                 }
                 Proto::Binary => {
-                    let starts = self
-                        .binary
-                        .at_header()
-                        .then(|| CmdKind::of_binary(&self.buf));
+                    let starts = self.binary.at_header().then(|| binary::kind_of(&self.buf));
                     self.timer.begin(starts);
                     let p = binary::step(&mut self.binary, &self.engine, &mut self.buf, out);
                     self.timer.end(

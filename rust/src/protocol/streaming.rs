@@ -15,11 +15,11 @@
 
 use hashbrown::HashMap;
 
-use super::exptime::ttl_from_exptime;
 use super::limits::{DEFAULT_STREAM_CHUNK, KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN};
-use super::text::{push_num, Next, SpliceSink};
-use super::tokens::{parse_flags, parse_i64, parse_u64};
-use crate::cache::{StoreMode, StoreOutcome, Ttl};
+use super::text::{failure_line, push_num, Next, SpliceSink};
+use crate::cache::{StoreOutcome, StoreRequest, Ttl};
+use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use crate::command::ttl_from_exptime;
 use crate::engine::Engine;
 
 /// Uploads in progress on one connection, by key.
@@ -75,15 +75,14 @@ pub(crate) fn get(engine: &Engine, args: &[&[u8]], sink: &mut SpliceSink, out: &
     }
     let chunk = match args.get(1) {
         None => DEFAULT_STREAM_CHUNK,
-        Some(t) => match parse_u64(t) {
+        Some(t) => match safe_strtoull(t) {
             Some(c) if c > 0 && c <= engine.config().max_item_size as u64 => c as usize,
             _ => return error(out, "invalid chunk size"),
         },
     };
-    let Some(item) = engine.cache().get(key) else {
+    let Some(v) = engine.get(key, None, |e| e.value_bytes()) else {
         return error(out, "not found");
     };
-    let v = item.value;
     let count = v.len().div_ceil(chunk);
     let shared = sink.wants(chunk.min(v.len()));
     out.reserve(if shared { 0 } else { v.len() } + count * (key.len() + 32) + 64);
@@ -113,19 +112,23 @@ pub(crate) fn begin(uploads: &mut Uploads, engine: &Engine, args: &[&[u8]], out:
     if !key_ok(key) {
         return error(out, "bad key");
     }
-    let (Some(total), Some(chunks), Some(flags)) =
-        (parse_u64(args[1]), parse_u64(args[2]), parse_flags(args[3]))
-    else {
+    let (Some(total), Some(chunks), Some(flags)) = (
+        safe_strtoull(args[1]),
+        safe_strtoull(args[2]),
+        safe_strtoul(args[3]),
+    ) else {
         return error(out, "bad command line format");
     };
     let exptime = match args.get(4) {
         None => 0,
-        Some(t) => match parse_i64(t) {
-            Some(e) => e,
+        Some(t) => match safe_strtol(t) {
+            Some(e) => i64::from(e),
             None => return error(out, "invalid exptime argument"),
         },
     };
-    if total > MAX_DECLARED_VALUE_LEN as u64 || !engine.item_fits(key.len(), total as usize) {
+    if total > MAX_DECLARED_VALUE_LEN as u64
+        || engine.admit(key, total as usize, flags, false).is_err()
+    {
         uploads.remove(key);
         return error(out, "object too large for cache");
     }
@@ -150,7 +153,8 @@ pub(crate) fn begin(uploads: &mut Uploads, engine: &Engine, args: &[&[u8]], out:
 pub(crate) fn data_header(uploads: &mut Uploads, args: &[&[u8]], out: &mut Vec<u8>) -> DataHeader {
     let len = args
         .get(2)
-        .and_then(|t| parse_i64(t))
+        .and_then(|t| safe_strtol(t))
+        .map(i64::from)
         .filter(|l| (0..=MAX_DECLARED_VALUE_LEN).contains(l));
     if args.len() != 3 {
         error(out, "usage: set_data <key> <chunk_number> <len>");
@@ -165,7 +169,7 @@ pub(crate) fn data_header(uploads: &mut Uploads, args: &[&[u8]], out: &mut Vec<u
         error(out, "no upload in progress for this key");
         return DataHeader::Swallow(len + 2);
     };
-    let index = parse_u64(args[1]);
+    let index = safe_strtoull(args[1]);
     if index != Some(up.next) {
         uploads.remove(key);
         error(out, "chunk out of order; upload aborted");
@@ -218,11 +222,10 @@ pub(crate) fn end(uploads: &mut Uploads, engine: &Engine, args: &[&[u8]], out: &
         );
         return error(out, &msg);
     }
-    match engine
-        .cache()
-        .store(key, &up.data, up.flags, up.ttl, StoreMode::Set)
-    {
+    let req = StoreRequest::set(key, &up.data).flags(up.flags).ttl(up.ttl);
+    match engine.store(req) {
         Ok(StoreOutcome::Stored(_)) => out.extend_from_slice(b"STORED\r\n"),
-        _ => error(out, "out of memory storing object"),
+        Ok(_) => error(out, "out of memory storing object"),
+        Err(f) => out.extend_from_slice(failure_line(f)),
     }
 }

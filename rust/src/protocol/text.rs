@@ -7,17 +7,20 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::exptime::ttl_from_exptime;
 use super::limits::{
     KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN, MAX_LINE_WITHOUT_NEWLINE, MAX_MULTIGET_LINE,
 };
 use super::meta;
 use super::session::{spliced_len, Progress, Splice};
 use super::streaming;
-use super::tokens::{parse_flags, parse_i64, parse_u64, split};
-use crate::cache::{Delta, DeltaOutcome, StoreMode, StoreOutcome, Ttl};
-use crate::engine::{Engine, MEMCACHED_VERSION};
-use crate::error::CoreError;
+use super::tokens::split;
+use crate::cache::{
+    DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, StoreMode, StoreOutcome,
+    StoreRequest, Ttl,
+};
+use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use crate::command::{ttl_from_exptime, Failure, FlushOutcome, MemlimitOutcome, StatsGroup};
+use crate::engine::{CmdKind, Engine, MEMCACHED_VERSION};
 
 /// memcached's `MAX_TOKENS` less the terminating empty token: longer lines are not a valid
 /// command for anything but the get family.
@@ -32,13 +35,35 @@ pub(crate) const NO_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\
 pub(crate) const NO_DISK: &[u8] = b"SERVER_ERROR out of disk space\r\n";
 pub(crate) const DISK_ERROR: &[u8] = b"SERVER_ERROR disk error\r\n";
 
-/// The reply to a store that failed with `e`.
-pub(crate) fn store_failure(e: &crate::error::CoreError) -> &'static [u8] {
-    use crate::error::CoreError::*;
-    match e {
-        DiskFull(_) => NO_DISK,
-        Disk(_) | Persistence(_) | Closed => DISK_ERROR,
-        _ => NO_MEMORY,
+/// memcached's line for a command that failed (text and meta commands).
+pub(crate) fn failure_line(f: Failure) -> &'static [u8] {
+    match f {
+        Failure::TooLarge => TOO_LARGE,
+        Failure::NoMemory => NO_MEMORY,
+        Failure::NoDisk => NO_DISK,
+        Failure::DiskError => DISK_ERROR,
+    }
+}
+
+/// The kind of the text command whose line starts `buf` (its first token), for the latency
+/// histograms.
+#[inline]
+pub(crate) fn kind_of(buf: &[u8]) -> CmdKind {
+    let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    match &rest[..end] {
+        b"get" | b"gets" | b"bget" | b"streaming_get" | b"sget" => CmdKind::Get,
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"set_begin"
+        | b"set_data" | b"set_end" => CmdKind::Set,
+        b"delete" => CmdKind::Delete,
+        b"incr" | b"decr" => CmdKind::IncrDecr,
+        b"touch" | b"gat" | b"gats" => CmdKind::Touch,
+        [b'm', _] => CmdKind::Meta,
+        _ => CmdKind::Other,
     }
 }
 const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
@@ -49,6 +74,8 @@ const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-nume
 pub(crate) enum Pending {
     Store {
         mode: StoreMode,
+        /// `cas`'s unique.
+        cas: Option<u64>,
         key: Vec<u8>,
         flags: u32,
         ttl: Ttl,
@@ -259,26 +286,26 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             let mut rest = split(line).skip(1);
             match rest.next() {
                 None => out.extend_from_slice(ERROR),
-                Some(e) => match parse_i64(e) {
+                Some(e) => match safe_strtol(e) {
                     None => out.extend_from_slice(BAD_EXPTIME),
                     Some(e) => get(
                         engine,
                         line,
                         2,
                         cmd == b"gats",
-                        Some(ttl_from_exptime(e)),
+                        Some(ttl_from_exptime(i64::from(e))),
                         &mut st.splices,
                         out,
                     ),
                 },
             }
         }
-        b"set" if ok(5, 6) => return storage(st, engine, StoreMode::Set, args, out),
-        b"add" if ok(5, 6) => return storage(st, engine, StoreMode::Add, args, out),
-        b"replace" if ok(5, 6) => return storage(st, engine, StoreMode::Replace, args, out),
-        b"append" if ok(5, 6) => return storage(st, engine, StoreMode::Append, args, out),
-        b"prepend" if ok(5, 6) => return storage(st, engine, StoreMode::Prepend, args, out),
-        b"cas" if ok(6, 7) => return storage(st, engine, StoreMode::Cas(0), args, out),
+        b"set" if ok(5, 6) => return storage(st, engine, StoreMode::Set, false, args, out),
+        b"add" if ok(5, 6) => return storage(st, engine, StoreMode::Add, false, args, out),
+        b"replace" if ok(5, 6) => return storage(st, engine, StoreMode::Replace, false, args, out),
+        b"append" if ok(5, 6) => return storage(st, engine, StoreMode::Append, false, args, out),
+        b"prepend" if ok(5, 6) => return storage(st, engine, StoreMode::Prepend, false, args, out),
+        b"cas" if ok(6, 7) => return storage(st, engine, StoreMode::Set, true, args, out),
         b"incr" if ok(3, 4) => arith(engine, true, args, out),
         b"decr" if ok(3, 4) => arith(engine, false, args, out),
         b"delete" if ok(2, 4) => delete(engine, args, out),
@@ -329,7 +356,6 @@ fn get(
     let start = out.len();
     let spliced_before = sink.splices.len();
     let mut any = false;
-    let cache = engine.cache();
     for key in split(line).skip(first) {
         any = true;
         if key.len() > KEY_MAX_LENGTH {
@@ -339,20 +365,18 @@ fn get(
             return;
         }
         // A miss writes nothing: only hits get a VALUE block.
-        match touch {
-            None => {
-                cache.get_with(key, |e| {
-                    let cas = with_cas.then_some(e.cas);
-                    write_hit(out, sink, key, e.flags, e.value, || e.value_bytes(), cas);
-                });
-            }
-            Some(ttl) => {
-                if let Some(i) = cache.get_and_touch(key, ttl) {
-                    let cas = with_cas.then_some(i.cas);
-                    write_hit(out, sink, key, i.flags, &i.value, || i.value.clone(), cas);
-                }
-            }
-        }
+        engine.get(key, touch, |e| {
+            let cas = with_cas.then_some(e.cas());
+            write_hit(
+                out,
+                sink,
+                key,
+                e.flags(),
+                e.value(),
+                || e.value_bytes(),
+                cas,
+            );
+        });
     }
     if !any && touch.is_none() {
         out.extend_from_slice(ERROR);
@@ -412,6 +436,7 @@ fn storage(
     st: &mut TextState,
     engine: &Engine,
     mode: StoreMode,
+    is_cas: bool,
     args: &[&[u8]],
     out: &mut Vec<u8>,
 ) -> Progress {
@@ -421,47 +446,42 @@ fn storage(
         reply(out, noreply, BAD_FORMAT);
         return Progress::Again;
     }
-    let (Some(flags), Some(exptime), Some(vlen)) =
-        (parse_flags(args[1]), parse_i64(args[2]), parse_i64(args[3]))
-    else {
+    let (Some(flags), Some(exptime), Some(vlen)) = (
+        safe_strtoul(args[1]),
+        safe_strtol(args[2]),
+        safe_strtol(args[3]),
+    ) else {
         reply(out, noreply, BAD_FORMAT);
         return Progress::Again;
     };
-    let mode = match mode {
-        StoreMode::Cas(_) => match parse_u64(args[4]) {
-            Some(c) => StoreMode::Cas(c),
+    let cas = if is_cas {
+        match safe_strtoull(args[4]) {
+            Some(c) => Some(c),
             None => {
                 reply(out, noreply, BAD_FORMAT);
                 return Progress::Again;
             }
-        },
-        m => m,
+        }
+    } else {
+        None
     };
-    if !(0..=MAX_DECLARED_VALUE_LEN).contains(&vlen) {
+    if !(0..=MAX_DECLARED_VALUE_LEN).contains(&i64::from(vlen)) {
         reply(out, noreply, BAD_FORMAT);
         return Progress::Again;
     }
     let len = vlen as usize;
-    if !engine.item_fits(key.len(), len) {
-        engine
-            .counters
-            .store_too_large
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reply(out, noreply, TOO_LARGE);
-        // memcached drops the old value of a set that is too large, so a stale value can't
-        // outlive a failed update.
-        if mode == StoreMode::Set {
-            engine.cache().delete(key);
-        }
+    if let Err(f) = engine.admit(key, len, flags, mode == StoreMode::Set && !is_cas) {
+        reply(out, noreply, failure_line(f));
         st.wait = Wait::Swallow(len + 2);
         return Progress::Again;
     }
     st.wait = Wait::Data {
         pending: Pending::Store {
             mode,
+            cas,
             key: key.to_vec(),
             flags,
-            ttl: ttl_from_exptime(exptime),
+            ttl: ttl_from_exptime(i64::from(exptime)),
             noreply,
         },
         len,
@@ -480,6 +500,7 @@ fn complete(
     match pending {
         Pending::Store {
             mode,
+            cas,
             key,
             flags,
             ttl,
@@ -489,19 +510,17 @@ fn complete(
                 reply(out, noreply, BAD_CHUNK);
                 return;
             };
-            let msg: &[u8] = match engine.cache().store(&key, value, flags, ttl, mode) {
+            let req = StoreRequest {
+                cas,
+                ..StoreRequest::new(mode, &key, value).flags(flags).ttl(ttl)
+            };
+            let msg: &[u8] = match engine.store(req) {
                 Ok(StoreOutcome::Stored(_)) => b"STORED\r\n",
                 Ok(StoreOutcome::NotStored) => b"NOT_STORED\r\n",
                 Ok(StoreOutcome::Exists) => b"EXISTS\r\n",
                 Ok(StoreOutcome::NotFound) => b"NOT_FOUND\r\n",
-                Err(e @ (CoreError::DiskFull(_) | CoreError::Disk(_))) => store_failure(&e),
-                Ok(StoreOutcome::TooLarge) | Err(_) => {
-                    engine
-                        .counters
-                        .store_no_memory
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    NO_MEMORY
-                }
+                Ok(StoreOutcome::TooLarge) => NO_MEMORY,
+                Err(f) => failure_line(f),
             };
             reply(out, noreply, msg);
         }
@@ -516,7 +535,7 @@ fn arith(engine: &Engine, incr: bool, args: &[&[u8]], out: &mut Vec<u8>) {
     if key.len() > KEY_MAX_LENGTH {
         return reply(out, noreply, BAD_FORMAT);
     }
-    let Some(delta) = parse_u64(args[1]) else {
+    let Some(delta) = safe_strtoull(args[1]) else {
         return reply(out, noreply, BAD_DELTA);
     };
     let d = if incr {
@@ -524,15 +543,16 @@ fn arith(engine: &Engine, incr: bool, args: &[&[u8]], out: &mut Vec<u8>) {
     } else {
         Delta::Decr(delta)
     };
-    match engine.cache().delta(key, d) {
-        DeltaOutcome::Value(v, _) => {
+    match engine.delta(key, DeltaRequest::of(d), |_, n| n) {
+        Ok(DeltaOutcome::Done(v)) => {
             if !noreply {
                 push_num(out, v);
                 out.extend_from_slice(b"\r\n");
             }
         }
-        DeltaOutcome::NotFound => reply(out, noreply, b"NOT_FOUND\r\n"),
-        DeltaOutcome::NonNumeric => reply(out, noreply, NON_NUMERIC),
+        Ok(DeltaOutcome::NotFound | DeltaOutcome::Exists) => reply(out, noreply, b"NOT_FOUND\r\n"),
+        Ok(DeltaOutcome::NonNumeric) => reply(out, noreply, NON_NUMERIC),
+        Err(f) => reply(out, noreply, failure_line(f)),
     }
 }
 
@@ -556,10 +576,10 @@ fn delete(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     if key.len() > KEY_MAX_LENGTH {
         return reply(out, noreply, BAD_FORMAT);
     }
-    let msg: &[u8] = if engine.cache().delete(key) {
-        b"DELETED\r\n"
-    } else {
-        b"NOT_FOUND\r\n"
+    let msg: &[u8] = match engine.delete(key, DeleteRequest::default()) {
+        Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) => b"DELETED\r\n",
+        Ok(DeleteOutcome::NotFound | DeleteOutcome::Exists) => b"NOT_FOUND\r\n",
+        Err(f) => failure_line(f),
     };
     reply(out, noreply, msg);
 }
@@ -570,65 +590,56 @@ fn touch(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     if key.len() > KEY_MAX_LENGTH {
         return reply(out, noreply, BAD_FORMAT);
     }
-    let Some(exptime) = parse_i64(args[1]) else {
+    let Some(exptime) = safe_strtol(args[1]) else {
         return reply(out, noreply, BAD_EXPTIME);
     };
-    let msg: &[u8] = match engine.cache().touch(key, ttl_from_exptime(exptime)) {
+    let msg: &[u8] = match engine.touch(key, ttl_from_exptime(i64::from(exptime))) {
         Some(_) => b"TOUCHED\r\n",
         None => b"NOT_FOUND\r\n",
     };
     reply(out, noreply, msg);
 }
 
-/// `flush_all [delay] [noreply]`; a delay over 30 days is an absolute unix time, as exptimes are.
+/// `flush_all [delay] [noreply]`.
 fn flush_all(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     let noreply = is_noreply(args);
-    if !engine.config().allow_flush {
-        return reply(out, noreply, b"CLIENT_ERROR flush_all not allowed\r\n");
-    }
-    let delay_ms = if args.len() == usize::from(noreply) {
-        0
+    let exptime = if args.len() == usize::from(noreply) {
+        None
     } else {
-        let Some(e) = parse_i64(args[0]) else {
-            return reply(out, noreply, BAD_EXPTIME);
-        };
-        let now = engine.shared_cache().now_ms();
-        match ttl_from_exptime(e) {
-            Ttl::After(ms) => ms,
-            Ttl::At(t) => t.saturating_sub(now),
-            _ => 0,
+        match safe_strtol(args[0]) {
+            Some(e) => Some(i64::from(e)),
+            None => return reply(out, noreply, BAD_EXPTIME),
         }
     };
-    engine.flush_all(delay_ms);
-    reply(out, noreply, b"OK\r\n");
+    let msg: &[u8] = match engine.flush_all_at(exptime) {
+        FlushOutcome::Flushed => b"OK\r\n",
+        FlushOutcome::Disabled => b"CLIENT_ERROR flush_all not allowed\r\n",
+    };
+    reply(out, noreply, msg);
 }
 
-/// `cache_memlimit <megabytes> [noreply]`, with memcached's replies: the number parses as its
-/// `safe_strtoul` into 32 bits, and below 8 MB or above 10^9 MB is refused.
+/// `cache_memlimit <megabytes> [noreply]`.
 fn cache_memlimit(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     let noreply = is_noreply(args);
-    let msg: &[u8] = match super::meta::strtoul_u32(args[0]) {
+    let msg: &[u8] = match safe_strtoul(args[0]).map(|mb| engine.cache_memlimit(mb)) {
         None => ERROR,
-        Some(mb) if mb < 8 => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
-        Some(mb) if mb > 1_000_000_000 => {
+        Some(MemlimitOutcome::TooSmall) => {
+            b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+        }
+        Some(MemlimitOutcome::TooLarge) => {
             b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
         }
-        Some(mb) => {
-            engine.set_memory_limit_mb(mb);
-            b"OK\r\n"
-        }
+        Some(MemlimitOutcome::Set) => b"OK\r\n",
     };
     reply(out, noreply, msg);
 }
 
 fn verbosity(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
     let noreply = is_noreply(args);
-    let Some(level) = parse_u64(args[0]) else {
+    let Some(level) = safe_strtoul(args[0]) else {
         return reply(out, noreply, BAD_FORMAT);
     };
-    if engine.config().allow_verbosity {
-        engine.set_verbosity(level.min(u32::MAX as u64) as u32);
-    }
+    engine.verbosity_command(level);
     reply(out, noreply, b"OK\r\n");
 }
 
@@ -641,61 +652,51 @@ fn stat_line(out: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 fn stats(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
-    match args.first().copied() {
-        None => {
-            for (k, v) in engine.general_stats() {
-                stat_line(out, k, &v);
-            }
-        }
-        Some(b"settings") => {
-            for (k, v) in engine.settings_stats() {
-                stat_line(out, &k, &v);
-            }
-        }
-        Some(b"items") => {
-            let s = engine.shared_cache().stats();
-            if s.curr_items > 0 {
-                for (k, v) in [
-                    ("number", s.curr_items),
-                    ("evicted", s.counters.evictions),
-                    ("reclaimed", s.counters.expirations),
-                    ("mem_requested", s.payload_bytes),
-                    ("expired_unfetched", s.counters.expired_unfetched),
-                    ("evicted_unfetched", s.counters.evicted_unfetched),
-                ] {
-                    stat_line(out, &format!("items:1:{k}"), &v.to_string());
-                }
-            }
-        }
-        Some(b"slabs") => {
-            // One logical class: ratmemcache allocates per item rather than from slab classes.
-            let s = engine.shared_cache().stats();
-            if s.curr_items > 0 {
-                stat_line(out, "1:used_chunks", &s.curr_items.to_string());
-                stat_line(out, "1:mem_requested", &s.payload_bytes.to_string());
-            }
-            stat_line(
-                out,
-                "active_slabs",
-                if s.curr_items > 0 { "1" } else { "0" },
-            );
-            stat_line(out, "total_malloced", &s.bytes.to_string());
-        }
-        Some(b"sizes") => {}
-        Some(b"conns") => {}
-        Some(b"reset") => {
-            engine.shared_cache().reset_counters();
+    let name = args.first().copied().unwrap_or(b"");
+    match name {
+        b"reset" => {
+            engine.reset_stats();
             out.extend_from_slice(b"RESET\r\n");
-            return;
         }
-        Some(b"detail") => {
-            out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
-            return;
-        }
-        Some(_) => {
-            out.extend_from_slice(ERROR);
-            return;
+        b"detail" => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+        _ => match StatsGroup::named(name) {
+            None => out.extend_from_slice(ERROR),
+            Some(group) => {
+                for (k, v) in engine.stats(group) {
+                    stat_line(out, &k, &v);
+                }
+                out.extend_from_slice(b"END\r\n");
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind_of;
+    use crate::engine::CmdKind;
+
+    #[test]
+    fn commands_are_classified_by_their_first_token() {
+        for (line, kind) in [
+            (&b"get a b\r\n"[..], CmdKind::Get),
+            (b"gets a", CmdKind::Get),
+            (b"  get a", CmdKind::Get),
+            (b"set a 0 0 1\r\n", CmdKind::Set),
+            (b"cas a 0 0 1 5", CmdKind::Set),
+            (b"append a 0 0 1", CmdKind::Set),
+            (b"delete a", CmdKind::Delete),
+            (b"incr a 1", CmdKind::IncrDecr),
+            (b"decr a 1", CmdKind::IncrDecr),
+            (b"touch a 1", CmdKind::Touch),
+            (b"gat 1 a", CmdKind::Touch),
+            (b"mg a v", CmdKind::Meta),
+            (b"mn\r\n", CmdKind::Meta),
+            (b"stats\r\n", CmdKind::Other),
+            (b"getx a", CmdKind::Other),
+            (b"", CmdKind::Other),
+        ] {
+            assert_eq!(kind_of(line), kind, "{}", String::from_utf8_lossy(line));
         }
     }
-    out.extend_from_slice(b"END\r\n");
 }

@@ -16,8 +16,8 @@ use super::args::{choice, duration_ms, eviction_of, size_of_arg, ttl_of};
 use super::clock::PyManualClock;
 use super::errors::{to_py, type_error};
 use crate::cache::{
-    Cache, CacheConfig, Delta, DeltaOutcome, StoreMode, StoreOutcome, DEFAULT_MAX_MEMORY,
-    LIBRARY_MAX_KEY_LEN,
+    Cache, CacheConfig, DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, Keyspace,
+    ReadOpts, StoreMode, StoreOutcome, StoreRequest, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
 };
 use crate::error::CoreError;
 use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
@@ -167,7 +167,9 @@ impl PyCache {
             let item = py.detach(|| core.get(k));
             return Ok(item.map(|i| (PyBytes::new(py, &i.value), i.flags, i.cas)));
         }
-        Ok(core.get_with(k, |e| (PyBytes::new(py, e.value), e.flags, e.cas)))
+        Ok(core.read(k, ReadOpts::GET, |e| {
+            (PyBytes::new(py, e.value()), e.flags(), e.cas())
+        }))
     }
 
     fn store(
@@ -176,17 +178,20 @@ impl PyCache {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
         mode: StoreMode,
+        cas: Option<u64>,
     ) -> PyResult<StoreOutcome> {
         self.open()?;
         let (k, text) = key_of(key)?;
         let (v, flags) = self.encode(value)?;
         let ttl = ttl_of(ttl)?;
-        let v = v.as_slice();
-        let out = self
-            .io(key.py(), |core| {
-                core.store_keyed(k, text, v, flags, ttl, mode)
-            })?
-            .map_err(to_py)?;
+        let req = StoreRequest {
+            cas,
+            text_key: text,
+            ..StoreRequest::new(mode, k, v.as_slice())
+                .flags(flags)
+                .ttl(ttl)
+        };
+        let out = self.io(key.py(), |core| core.store(&req))?.map_err(to_py)?;
         if out == StoreOutcome::TooLarge {
             return Err(to_py(CoreError::TooLarge(format!(
                 "the item for key {} does not fit in one shard's memory budget; raise max_memory \
@@ -200,9 +205,13 @@ impl PyCache {
     fn delta(&self, key: &Bound<'_, PyAny>, d: Delta) -> PyResult<Option<u64>> {
         self.open()?;
         let (k, _) = key_of(key)?;
-        match self.io(key.py(), |core| core.delta(k, d))? {
-            DeltaOutcome::Value(v, _) => Ok(Some(v)),
-            DeltaOutcome::NotFound => Ok(None),
+        let req = DeltaRequest::of(d);
+        match self
+            .io(key.py(), |core| core.delta(k, &req, |_, n| n))?
+            .map_err(to_py)?
+        {
+            DeltaOutcome::Done(v) => Ok(Some(v)),
+            DeltaOutcome::NotFound | DeltaOutcome::Exists => Ok(None),
             DeltaOutcome::NonNumeric => Err(to_py(CoreError::NonNumeric)),
         }
     }
@@ -415,11 +424,13 @@ impl PyCache {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.store(key, value, ttl, StoreMode::Set).map(|_| ())
+        self.store(key, value, ttl, StoreMode::Set, None)
+            .map(|_| ())
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store(key, value, None, StoreMode::Set).map(|_| ())
+        self.store(key, value, None, StoreMode::Set, None)
+            .map(|_| ())
     }
 
     /// The original RatMemCache's name for `set(key, value, ttl)`.
@@ -429,7 +440,7 @@ impl PyCache {
         value: &Bound<'_, PyAny>,
         ttl: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        self.store(key, value, Some(ttl), StoreMode::Set)
+        self.store(key, value, Some(ttl), StoreMode::Set, None)
             .map(|_| ())
     }
 
@@ -445,7 +456,7 @@ impl PyCache {
         };
         for pair in items.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
-            self.store(&k, &v, ttl, StoreMode::Set)?;
+            self.store(&k, &v, ttl, StoreMode::Set, None)?;
         }
         Ok(())
     }
@@ -459,7 +470,7 @@ impl PyCache {
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         Ok(matches!(
-            self.store(key, value, ttl, StoreMode::Add)?,
+            self.store(key, value, ttl, StoreMode::Add, None)?,
             StoreOutcome::Stored(_)
         ))
     }
@@ -473,7 +484,7 @@ impl PyCache {
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         Ok(matches!(
-            self.store(key, value, ttl, StoreMode::Replace)?,
+            self.store(key, value, ttl, StoreMode::Replace, None)?,
             StoreOutcome::Stored(_)
         ))
     }
@@ -481,7 +492,7 @@ impl PyCache {
     /// Appends bytes to an existing value; True if the key existed.
     fn append(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyBytes>) -> PyResult<bool> {
         Ok(matches!(
-            self.store(key, value.as_any(), None, StoreMode::Append)?,
+            self.store(key, value.as_any(), None, StoreMode::Append, None)?,
             StoreOutcome::Stored(_)
         ))
     }
@@ -489,7 +500,7 @@ impl PyCache {
     /// Prepends bytes to an existing value; True if the key existed.
     fn prepend(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyBytes>) -> PyResult<bool> {
         Ok(matches!(
-            self.store(key, value.as_any(), None, StoreMode::Prepend)?,
+            self.store(key, value.as_any(), None, StoreMode::Prepend, None)?,
             StoreOutcome::Stored(_)
         ))
     }
@@ -504,7 +515,7 @@ impl PyCache {
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         Ok(matches!(
-            self.store(key, value, ttl, StoreMode::Cas(cas_unique))?,
+            self.store(key, value, ttl, StoreMode::Set, Some(cas_unique))?,
             StoreOutcome::Stored(_)
         ))
     }
@@ -537,7 +548,9 @@ impl PyCache {
         self.open()?;
         let (k, _) = key_of(key)?;
         let ttl = ttl_of(ttl)?;
-        self.io(key.py(), |core| core.touch(k, ttl).is_some())
+        self.io(key.py(), |core| {
+            core.read(k, ReadOpts::TOUCH, |e| e.set_ttl(ttl)).is_some()
+        })
     }
 
     /// Seconds until `key` expires: None if absent, `inf` if it never expires.
@@ -556,7 +569,12 @@ impl PyCache {
     fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.open()?;
         let (k, _) = key_of(key)?;
-        self.io(key.py(), |core| core.delete(k))
+        let req = DeleteRequest::default();
+        Ok(matches!(
+            self.io(key.py(), |core| core.delete(k, &req))?
+                .map_err(to_py)?,
+            DeleteOutcome::Deleted
+        ))
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
