@@ -431,8 +431,9 @@ pub enum StoreOutcome {
     NotStored,
     Exists,
     NotFound,
-    /// The item alone is larger than a shard's memory budget.
-    TooLarge,
+    /// No room: the item alone is larger than a shard's memory budget (memcached's
+    /// `SERVER_ERROR out of memory storing object`).
+    NoRoom,
 }
 
 // ---------------------------------------------------------------------------------------------

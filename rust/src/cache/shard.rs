@@ -450,7 +450,7 @@ impl Shard {
             if let Some(s) = existing.filter(|_| !req.concatenates()) {
                 evicted.push(self.remove_slot(s, RemoveReason::Deleted));
             }
-            return StoreOutcome::TooLarge;
+            return StoreOutcome::NoRoom;
         }
         let binary = if req.binary_key {
             EntryMeta::BINARY_KEY

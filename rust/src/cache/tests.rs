@@ -121,7 +121,7 @@ fn an_item_larger_than_the_budget_is_refused_and_drops_the_old_value() {
     let out = c
         .put(b"k", &vec![0u8; 8192], 0, Ttl::Default, StoreMode::Set)
         .unwrap();
-    assert_eq!(out, StoreOutcome::TooLarge);
+    assert_eq!(out, StoreOutcome::NoRoom);
     assert_eq!(get(&c, "k"), None);
     set(&c, "k", "small");
     let out = c

@@ -67,7 +67,7 @@ impl Engine {
             ..req
         };
         match self.cache().store(&req) {
-            Ok(StoreOutcome::TooLarge) => Err(self.no_memory()),
+            Ok(StoreOutcome::NoRoom) => Err(self.no_memory()),
             Ok(out) => Ok(out),
             Err(e) => Err(self.failed(Failure::of(&e))),
         }
@@ -104,5 +104,72 @@ impl Engine {
 
     fn no_memory(&self) -> Failure {
         self.failed(Failure::NoMemory)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cache::{CacheConfig, Keyspace, StoreMode, StoreOutcome, StoreRequest};
+    use crate::command::Failure;
+    use crate::engine::EngineConfig;
+    use crate::testkit::engine_with;
+    use std::sync::atomic::Ordering;
+
+    fn engine_1k() -> std::sync::Arc<crate::engine::Engine> {
+        let cfg = EngineConfig {
+            max_item_size: 1024,
+            ..Default::default()
+        };
+        engine_with(CacheConfig::default(), cfg).0
+    }
+
+    #[test]
+    fn the_item_size_counts_memcacheds_header_and_flags() {
+        let e = engine_1k();
+        // 59 bytes of header + a 1-byte key + the value; 4 more when flags are set.
+        assert_eq!(e.admit(b"k", 964, 0, false), Ok(()));
+        assert_eq!(e.admit(b"k", 965, 0, false), Err(Failure::TooLarge));
+        assert_eq!(e.admit(b"k", 960, 5, false), Ok(()));
+        assert_eq!(e.admit(b"k", 961, 5, false), Err(Failure::TooLarge));
+        assert_eq!(e.counters.store_too_large.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_refused_set_drops_the_old_value_and_a_refused_add_keeps_it() {
+        let e = engine_1k();
+        let put = |k: &[u8]| e.store(StoreRequest::set(k, b"old")).unwrap();
+        put(b"set");
+        put(b"add");
+        assert!(e.admit(b"set", 2000, 0, true).is_err());
+        assert!(e.admit(b"add", 2000, 0, false).is_err());
+        assert!(!e.cache().contains(b"set"));
+        assert!(e.cache().contains(b"add"));
+    }
+
+    #[test]
+    fn an_append_that_grows_past_the_limit_is_not_stored() {
+        let e = engine_1k();
+        e.store(StoreRequest::set(b"g", b"x").flags(5)).unwrap();
+        let grow = vec![b'd'; 960];
+        assert_eq!(e.admit(b"g", grow.len(), 0, false), Ok(()));
+        let out = e.store(StoreRequest::new(StoreMode::Append, b"g", &grow));
+        assert_eq!(out, Ok(StoreOutcome::NotStored));
+        assert_eq!(e.cache().get(b"g").unwrap().value.as_ref(), b"x");
+    }
+
+    #[test]
+    fn an_item_over_a_shards_budget_is_out_of_memory() {
+        let cache = CacheConfig {
+            max_memory: 64 << 10,
+            shards: 1,
+            ..Default::default()
+        };
+        let (e, _) = engine_with(cache, EngineConfig::default());
+        let big = vec![0u8; 200 << 10];
+        assert_eq!(
+            e.store(StoreRequest::set(b"big", &big)),
+            Err(Failure::NoMemory)
+        );
+        assert_eq!(e.counters.store_no_memory.load(Ordering::Relaxed), 1);
     }
 }

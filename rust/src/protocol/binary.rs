@@ -643,7 +643,7 @@ fn store(r: &Request<'_>, engine: &Engine, mode: StoreMode, quiet: bool, out: &m
             StoreMode::Replace => status::KEY_ENOENT,
             _ => status::NOT_STORED,
         },
-        Ok(StoreOutcome::TooLarge) => status::ENOMEM,
+        Ok(StoreOutcome::NoRoom) => status::ENOMEM,
         Err(f) => failure_status(f),
     };
     error(out, h, st)

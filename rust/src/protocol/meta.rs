@@ -526,7 +526,7 @@ pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, 
         Ok(StoreOutcome::NotStored) => (b"NS", 0),
         Ok(StoreOutcome::Exists) => (b"EX", 0),
         Ok(StoreOutcome::NotFound) => (b"NF", 0),
-        Ok(StoreOutcome::TooLarge) => return out.extend_from_slice(NO_MEMORY),
+        Ok(StoreOutcome::NoRoom) => return out.extend_from_slice(NO_MEMORY),
         Err(f) => return out.extend_from_slice(failure_line(f)),
     };
     out.extend_from_slice(code);

@@ -519,7 +519,7 @@ fn complete(
                 Ok(StoreOutcome::NotStored) => b"NOT_STORED\r\n",
                 Ok(StoreOutcome::Exists) => b"EXISTS\r\n",
                 Ok(StoreOutcome::NotFound) => b"NOT_FOUND\r\n",
-                Ok(StoreOutcome::TooLarge) => NO_MEMORY,
+                Ok(StoreOutcome::NoRoom) => NO_MEMORY,
                 Err(f) => failure_line(f),
             };
             reply(out, noreply, msg);

@@ -192,7 +192,7 @@ impl PyCache {
                 .ttl(ttl)
         };
         let out = self.io(key.py(), |core| core.store(&req))?.map_err(to_py)?;
-        if out == StoreOutcome::TooLarge {
+        if out == StoreOutcome::NoRoom {
             return Err(to_py(CoreError::TooLarge(format!(
                 "the item for key {} does not fit in one shard's memory budget; raise max_memory \
                  or lower shards",
