@@ -644,7 +644,9 @@ def test_build_cache_and_engine_from_a_config() -> None:
         assert settings["tcpport"] == "4321" and settings["maxconns"] == "7"
         assert settings["item_size_max"] == str(2 * MB)
         assert settings["maxbytes"] == str(16 * MB)
-        assert settings["udpport"] == "0" and settings["evictions"] == "on"
+        assert settings["udpport"] == "0"
+        reply, _ = engine.session().feed(b"stats settings\r\n")
+        assert b"STAT evictions on\r\n" in reply and b"STAT cas_enabled yes\r\n" in reply
         assert all(isinstance(v, str) for v in settings.values())
     finally:
         cache.close()

@@ -227,6 +227,16 @@ def _absolute(config: Config) -> None:
 @click.option("-U", "--udp-port", type=int, help="UDP port: only 0 (off) is supported.")
 @click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
 @click.option("-F", "--disable-flush-all", is_flag=True, help="Refuse flush_all.")
+@click.option(
+    "-M",
+    "--disable-evictions",
+    is_flag=True,
+    help='Answer "out of memory" when full instead of evicting (memcached -M).',
+)
+@click.option("-C", "--disable-cas", is_flag=True, help="No CAS uniques (memcached -C).")
+@click.option(
+    "-D", "--prefix-delimiter", help='The key prefix delimiter of "stats detail" (default ":").'
+)
 @click.option("-A", "--enable-shutdown", is_flag=True, help='Accept the "shutdown" command.')
 @click.option("-Z", "--enable-ssl", is_flag=True, help="Serve TLS (with -o ssl_chain_cert=...).")
 @click.option("-Y", "--auth-file", help='memcached\'s ASCII auth: a file of "user:password" lines.')
@@ -274,6 +284,9 @@ def cli(
     udp_port: int | None,
     listen_backlog: int | None,
     disable_flush_all: bool,
+    disable_evictions: bool,
+    disable_cas: bool,
+    prefix_delimiter: str | None,
     enable_shutdown: bool,
     enable_ssl: bool,
     auth_file: str | None,
@@ -333,6 +346,12 @@ def cli(
                 overrides["server.backlog|-b/--listen-backlog"] = listen_backlog
             if disable_flush_all:
                 overrides["server.allow_flush|-F"] = False
+            if disable_evictions:
+                overrides["l1.evictions|-M"] = False
+            if disable_cas:
+                overrides["l1.cas|-C"] = False
+            if prefix_delimiter is not None:
+                overrides["server.detail_delimiter|-D"] = prefix_delimiter
             if enable_shutdown:
                 overrides["server.allow_shutdown|-A"] = True
             if enable_ssl:

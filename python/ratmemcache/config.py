@@ -315,6 +315,11 @@ class ServerConfig(Section):
         False, "bool", 'Accept the "shutdown" command (memcached -A turns it on).'
     )
     allow_verbosity: bool = setting(True, "bool", 'Accept the "verbosity" command.')
+    detail_delimiter: str = setting(
+        ":",
+        "str",
+        "The character that ends a key's prefix for `stats detail` (memcached -D).",
+    )
     shutdown_grace: float = setting(
         5.0,
         "seconds",
@@ -382,6 +387,19 @@ class L1Config(Section):
         "Lock shards (a power of two). 0 picks one from the CPU count and the limits.",
         minimum=0,
         maximum=65536,
+    )
+    evictions: bool = setting(
+        True,
+        "bool",
+        "Make room by evicting. false (memcached -M): a write that does not fit once expired "
+        'items are reclaimed gets "SERVER_ERROR out of memory storing object" instead. '
+        "Needs the L2 off (with it, the L1 makes room by moving items to disk).",
+    )
+    cas: bool = setting(
+        True,
+        "bool",
+        "Give every write a CAS unique. false (memcached -C): uniques are 0, a cas never "
+        "matches, and each item is 8 bytes smaller against max_item_size.",
     )
 
 
@@ -713,6 +731,16 @@ class Config:
             raise ConfigError(
                 f"[ttl] default_ttl ({self.ttl.default_ttl:g}) is longer than max_ttl "
                 f"({self.ttl.max_ttl:g})"
+            )
+        if not self.l1.evictions and self.l2.enable_l2_cache:
+            raise ConfigError(
+                "[l1] evictions: false (-M) needs [l2] enable_l2_cache = false: with the L2 on, "
+                "the L1 makes room by moving items to disk"
+            )
+        if len(s.detail_delimiter) != 1 or not s.detail_delimiter.isprintable():
+            raise ConfigError(
+                f"[server] detail_delimiter: expected one printable character, "
+                f"got {s.detail_delimiter!r}"
             )
         if self.l1.shards and self.l1.shards & (self.l1.shards - 1):
             raise ConfigError(f"[l1] shards: expected a power of two or 0, got {self.l1.shards}")
@@ -1047,6 +1075,8 @@ def build_cache(config: Config) -> Cache:
         cleanup_interval=config.ttl.cleanup_interval,
         shards=config.l1.shards or None,
         max_key_length=MEMCACHED_MAX_KEY_LENGTH,
+        evictions=config.l1.evictions,
+        cas=config.l1.cas,
         l2_dir=l2.data_dir if l2.enable_l2_cache else None,
         l2_max_disk_size=l2.max_disk_size,
         l2_sync=l2.sync,
@@ -1075,12 +1105,10 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
         "tcpport": str(s.port if port is None else port),
         "udpport": "0",
         "inter": s.bind,
-        "evictions": "on",
         "domain_socket": s.unix_socket or "NULL",
         "umask": "700",
         "shutdown_command": yes(s.allow_shutdown),
         "num_threads": str(config.performance.worker_threads),
-        "cas_enabled": "yes",
         "tcp_backlog": str(s.backlog),
         "binding_protocol": "auto-negotiate",
         "auth_enabled_sasl": yes(s.sasl),
@@ -1173,6 +1201,7 @@ def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> En
         allow_flush=config.server.allow_flush,
         allow_shutdown=config.server.allow_shutdown,
         allow_verbosity=config.server.allow_verbosity,
+        prefix_delimiter=config.server.detail_delimiter,
         settings=engine_settings(config, port=port),
         auth=auth,
         sasl=sasl,

@@ -46,6 +46,8 @@ pub struct EngineConfig {
     /// Time every request into the latency histograms (on by default; off only to measure what
     /// the timing costs).
     pub latency_histograms: bool,
+    /// memcached's `-D`: the delimiter of key prefixes for `stats detail`.
+    pub prefix_delimiter: u8,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             auth: None,
             sasl: None,
             latency_histograms: true,
+            prefix_delimiter: b':',
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct ServerCounters {
     pub auth_cmds: AtomicU64,
     pub auth_errors: AtomicU64,
     pub store_no_memory: AtomicU64,
+    /// `lru_crawler crawl` runs.
+    pub lru_crawler_starts: AtomicU64,
     /// A connection's replies reached the per-read budget and it waited for them to be sent
     /// before its next request (memcached's `conn_yields` counts its `-R` limit the same way).
     pub conn_yields: AtomicU64,
@@ -297,6 +302,8 @@ pub struct Engine {
     flush_at: AtomicU64,
     shutdown_requested: AtomicBool,
     verbosity: AtomicU32,
+    /// What commands change at run time (`stats detail`, the crawler, `slabs automove`).
+    pub(crate) runtime: crate::command::Runtime,
     pub counters: ServerCounters,
     /// One set of histograms per stripe: connections are spread over the stripes, so I/O threads
     /// rarely contend for the same cache lines. A snapshot adds the stripes up.
@@ -313,6 +320,7 @@ struct LatencyStripe([Histogram; CmdKind::ALL.len()]);
 impl Engine {
     pub fn new(cache: Arc<Tiered>, config: EngineConfig) -> Engine {
         let started_ms = cache.now_ms();
+        let runtime = crate::command::Runtime::new(config.prefix_delimiter);
         Engine {
             cache,
             config,
@@ -320,6 +328,7 @@ impl Engine {
             flush_at: AtomicU64::new(0),
             shutdown_requested: AtomicBool::new(false),
             verbosity: AtomicU32::new(0),
+            runtime,
             counters: ServerCounters::default(),
             latency: (0..LATENCY_STRIPES)
                 .map(|_| LatencyStripe::default())
@@ -438,149 +447,20 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The general `stats` lines, with memcached's names.
-    pub fn general_stats(&self) -> Vec<(&'static str, String)> {
-        let s = self.cache.stats();
-        let c = s.counters;
-        let sc = &self.counters;
-        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        let now_s = self.cache.now_ms() / 1000;
-        let (user, sys) = rusage();
-        let mut v = vec![
-            ("pid", std::process::id().to_string()),
-            ("uptime", self.uptime_secs().to_string()),
-            ("time", now_s.to_string()),
-            ("version", MEMCACHED_VERSION.to_string()),
-            (
-                "pointer_size",
-                (8 * std::mem::size_of::<usize>()).to_string(),
-            ),
-            ("rusage_user", user),
-            ("rusage_system", sys),
-            (
-                "max_connections",
-                self.setting("maxconns").unwrap_or_else(|| "1024".into()),
-            ),
-            ("curr_connections", ld(&sc.curr_connections)),
-            ("total_connections", ld(&sc.total_connections)),
-            ("rejected_connections", ld(&sc.rejected_connections)),
-            ("connection_structures", ld(&sc.curr_connections)),
-            ("cmd_get", s.gets().to_string()),
-            ("cmd_set", c.cmd_set.to_string()),
-            ("cmd_flush", ld(&sc.cmd_flush)),
-            ("cmd_touch", (c.touch_hits + c.touch_misses).to_string()),
-            ("cmd_meta", ld(&sc.cmd_meta)),
-            ("get_hits", c.get_hits.to_string()),
-            ("get_misses", c.get_misses.to_string()),
-            ("get_expired", c.get_expired.to_string()),
-            ("delete_misses", c.delete_misses.to_string()),
-            ("delete_hits", c.delete_hits.to_string()),
-            ("incr_misses", c.incr_misses.to_string()),
-            ("incr_hits", c.incr_hits.to_string()),
-            ("decr_misses", c.decr_misses.to_string()),
-            ("decr_hits", c.decr_hits.to_string()),
-            ("cas_misses", c.cas_misses.to_string()),
-            ("cas_hits", c.cas_hits.to_string()),
-            ("cas_badval", c.cas_badval.to_string()),
-            ("touch_hits", c.touch_hits.to_string()),
-            ("touch_misses", c.touch_misses.to_string()),
-            ("store_too_large", ld(&sc.store_too_large)),
-            ("store_no_memory", ld(&sc.store_no_memory)),
-            ("auth_cmds", ld(&sc.auth_cmds)),
-            ("auth_errors", ld(&sc.auth_errors)),
-            ("bytes_read", ld(&sc.bytes_read)),
-            ("bytes_written", ld(&sc.bytes_written)),
-            ("limit_maxbytes", s.limit_maxbytes.to_string()),
-            ("accepting_conns", "1".to_string()),
-            ("conn_yields", ld(&sc.conn_yields)),
-            (
-                "threads",
-                self.setting("num_threads").unwrap_or_else(|| "1".into()),
-            ),
-            ("bytes", s.bytes.to_string()),
-            ("curr_items", s.curr_items.to_string()),
-            ("total_items", c.total_items.to_string()),
-            ("expired_unfetched", c.expired_unfetched.to_string()),
-            ("evicted_unfetched", c.evicted_unfetched.to_string()),
-            ("evictions", c.evictions.to_string()),
-            ("reclaimed", c.expirations.to_string()),
-            (
-                "eviction_policy",
-                self.cache.config().eviction.name().to_string(),
-            ),
-            ("shards", s.shards.to_string()),
-        ];
-        if let Some(t) = self.cache.tier_stats() {
-            v.extend(t.fields().into_iter().map(|(k, n)| (k, n.to_string())));
-        }
-        v
-    }
-
     /// Commands may wait on the disk (the L2 is on): I/O engines run them off their event loop.
     #[inline]
     pub fn may_block(&self) -> bool {
         self.cache.has_l2()
     }
 
-    fn setting(&self, name: &str) -> Option<String> {
+    /// An extra `stats settings` value the front end gave (`EngineConfig::settings`).
+    pub(crate) fn setting(&self, name: &str) -> Option<String> {
         self.config
             .settings
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     }
-
-    /// `stats settings`: the core's own settings, then the front end's.
-    pub fn settings_stats(&self) -> Vec<(String, String)> {
-        let c = self.cache.config();
-        let mut v: Vec<(String, String)> = vec![
-            ("maxbytes".into(), self.cache.l1().max_memory().to_string()),
-            (
-                "item_size_max".into(),
-                self.config.max_item_size.to_string(),
-            ),
-            ("evictions".into(), "on".into()),
-            ("eviction_policy".into(), c.eviction.name().into()),
-            ("max_entries".into(), c.max_entries.to_string()),
-            ("default_ttl".into(), (c.default_ttl_ms / 1000).to_string()),
-            ("max_ttl".into(), (c.max_ttl_ms / 1000).to_string()),
-            (
-                "cleanup_interval".into(),
-                (c.cleanup_interval_ms / 1000).to_string(),
-            ),
-            ("cas_enabled".into(), "yes".into()),
-            ("flush_enabled".into(), yes_no(self.config.allow_flush)),
-            (
-                "shutdown_command".into(),
-                yes_no(self.config.allow_shutdown),
-            ),
-            ("verbosity".into(), self.verbosity().to_string()),
-        ];
-        for (k, val) in &self.config.settings {
-            if !v.iter().any(|(n, _)| n == k) {
-                v.push((k.clone(), val.clone()));
-            }
-        }
-        v
-    }
-}
-
-fn yes_no(b: bool) -> String {
-    if b { "yes" } else { "no" }.into()
-}
-
-/// Process CPU time as memcached prints it ("seconds.microseconds").
-fn rusage() -> (String, String) {
-    #[cfg(unix)]
-    {
-        // SAFETY: getrusage writes into the zeroed struct we own.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
-            let f = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
-            return (f(ru.ru_utime), f(ru.ru_stime));
-        }
-    }
-    ("0.000000".into(), "0.000000".into())
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::cache::EntryMeta;
 use crate::cache::{
-    Cache, CacheStats, Counted, DeleteOutcome, DeleteRequest, DeltaOutcome, DeltaRequest, Keyspace,
-    MetaEntry, ReadOpts, Snapshot, StoreOutcome, StoreRequest, Ttl,
+    Cache, CacheStats, Counted, DeleteOutcome, DeleteRequest, DeltaOutcome, DeltaRequest, ItemInfo,
+    Keyspace, MetaEntry, ReadOpts, Snapshot, StoreOutcome, StoreRequest, Ttl,
 };
 use crate::error::CoreError;
 use crate::store::{DiskConfig, DiskStats, DiskStore, Header};
@@ -550,20 +550,37 @@ impl Tiered {
     pub fn keys(&self) -> Result<Vec<KeyOf>, CoreError> {
         let mut keys = self.l1.keys();
         if let Some(l2) = &self.l2 {
-            let seen: std::collections::HashSet<Box<[u8]>> =
-                keys.iter().map(|(k, _)| k.clone()).collect();
-            for k in l2.disk.keys()? {
-                if !seen.contains(k.as_slice()) {
-                    // Whether it was text is in the record; peek reads it without promoting.
-                    let text = l2
-                        .disk
-                        .get(&k)?
-                        .is_some_and(|(h, _)| EntryMeta::persisted_text_key(h.meta));
-                    keys.push((k.into_boxed_slice(), text));
+            l2.disk.walk(|k, h| {
+                if !self.l1.contains(k) {
+                    keys.push((k.into(), EntryMeta::persisted_text_key(h.meta)));
                 }
-            }
+            })?;
         }
         Ok(keys)
+    }
+
+    /// Calls `f` on every live item of both tiers (see `Cache::walk`); an item in both is seen
+    /// once, as the L1 holds it.
+    pub fn walk(&self, mut f: impl FnMut(&ItemInfo<'_>)) -> Result<(), CoreError> {
+        self.l1.walk(&mut f);
+        if let Some(l2) = &self.l2 {
+            l2.disk.walk(|k, h| {
+                if !self.l1.contains(k) {
+                    let state = EntryMeta::persisted_state(h.meta);
+                    f(&ItemInfo {
+                        key: k,
+                        value_len: h.value_len as usize,
+                        flags: h.flags,
+                        cas: h.cas,
+                        expires_at: h.expires_at,
+                        last_access_s: h.stored_at / 1000,
+                        fetched: state.fetched,
+                        binary_key: state.binary_key,
+                    });
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// The L1's statistics.

@@ -23,6 +23,12 @@ pub struct CacheConfig {
     pub shards: usize,
     /// Longest key accepted, in bytes.
     pub max_key_len: usize,
+    /// Make room by evicting. Off (memcached's `-M`), a write that does not fit once expired
+    /// entries are reclaimed fails (`StoreOutcome::NoRoom`) instead.
+    pub evictions: bool,
+    /// Give every write a CAS unique. Off (memcached's `-C`), every unique is 0, a `cas` never
+    /// matches, and memcached's item size has no CAS field.
+    pub cas_uniques: bool,
 }
 
 /// memcached's default `-m 64`.
@@ -42,6 +48,8 @@ impl Default for CacheConfig {
             cleanup_interval_ms: 60_000,
             shards: 0,
             max_key_len: LIBRARY_MAX_KEY_LEN,
+            evictions: true,
+            cas_uniques: true,
         }
     }
 }

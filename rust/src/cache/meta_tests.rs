@@ -279,8 +279,8 @@ fn append_checks_cas_and_the_item_size_limit() {
     };
     assert_eq!(app(b"x", Some(cas + 1), 0), StoreOutcome::Exists);
     // memcached's size: 48 + 8 + key 1 + 1 + value 6 + 2 = 66 bytes (flags are 0).
-    assert_eq!(memcached_item_size(1, 6, 0), 66);
-    assert_eq!(memcached_item_size(1, 6, 1), 70);
+    assert_eq!(memcached_item_size(1, 6, 0, true), 66);
+    assert_eq!(memcached_item_size(1, 6, 1, true), 70);
     assert_eq!(app(b"x", Some(cas), 65), StoreOutcome::NotStored);
     assert!(matches!(app(b"x", Some(cas), 66), StoreOutcome::Stored(_)));
     let (item, s) = c.peek_meta(b"a").unwrap();

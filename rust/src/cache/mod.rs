@@ -17,6 +17,7 @@ pub mod objects;
 mod ops;
 pub mod policy;
 mod shard;
+mod sizing;
 mod stats;
 
 use std::hash::BuildHasher;
@@ -33,12 +34,15 @@ pub use config::{
 };
 pub use entry::{ItemState, ALLOC_OVERHEAD, ENTRY_OVERHEAD, SHARED_VALUE_MIN};
 pub use ops::{
-    memcached_item_size, Bump, Counted, DeleteOutcome, DeleteRequest, Delta, DeltaOutcome,
-    DeltaRequest, Item, Keyspace, MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome,
-    StoreRequest,
+    Bump, Counted, DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, Item, ItemInfo,
+    Keyspace, MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome, StoreRequest,
 };
 pub use policy::{PolicyKind, UnknownPolicy};
-pub use stats::{CacheStats, Counters};
+pub use sizing::{
+    chunk_size, chunks_per_page, memcached_item_size, slab_class, CLASS_COUNT, SLAB_CLASSES,
+    SLAB_PAGE_SIZE,
+};
+pub use stats::{CacheStats, ClassCount, ClassCounters, Counters};
 
 use crate::error::CoreError;
 use entry::Entry;
@@ -241,7 +245,7 @@ impl Cache {
         let shards = (0..n)
             .map(|i| {
                 Padded(Mutex::new(Shard::new(
-                    config.eviction,
+                    &config,
                     per(config.max_memory, i as u64, 0),
                     per(config.max_entries, i as u64, 1),
                     i as u64,
@@ -464,6 +468,47 @@ impl Cache {
         for p in self.inner.shards.iter() {
             p.0.lock()
                 .for_each_live(now, |e| out.push((e.key().into(), e.text_key())));
+        }
+        out
+    }
+
+    /// Calls `f` on every live item, a shard at a time under its lock (so `f` must not use
+    /// the cache). The order is the slab's, not the eviction order.
+    pub fn walk(&self, mut f: impl FnMut(&ItemInfo<'_>)) {
+        let now = self.now_ms();
+        let now_s = now / 1000;
+        for p in self.inner.shards.iter() {
+            p.0.lock().for_each_live(now, |e| {
+                let state = e.meta.state(now);
+                f(&ItemInfo {
+                    key: e.key(),
+                    value_len: e.value_len(),
+                    flags: e.flags,
+                    cas: e.cas,
+                    expires_at: e.expires_at,
+                    last_access_s: now_s.saturating_sub(u64::from(state.idle_secs)),
+                    fetched: state.fetched,
+                    binary_key: state.binary_key,
+                })
+            });
+        }
+    }
+
+    /// The buckets of the key index over all shards (memcached's `hash_power_level` is its
+    /// log2).
+    pub fn index_buckets(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|p| p.0.lock().index_buckets())
+            .sum()
+    }
+
+    /// What happened to items, by the slab class memcached would keep them in.
+    pub fn class_counters(&self) -> ClassCounters {
+        let mut out = ClassCounters::default();
+        for p in self.inner.shards.iter() {
+            out += &p.0.lock().classes;
         }
         out
     }

@@ -17,13 +17,6 @@ use bytes::Bytes;
 use super::entry::{Entry, EntryMeta, ItemState};
 use super::{deadline_for, CacheConfig, Ttl};
 
-/// memcached's size of an item (`ITEM_ntotal`): its 48-byte header, an 8-byte CAS unique, the key
-/// and a NUL, the value and its `\r\n`, and 4 bytes for client flags when they are not 0.
-/// memcached refuses an item when this exceeds the item size limit (`-I`).
-pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
-    48 + 8 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
-}
-
 /// A write's CAS unique against the entry's: a given unique that differs refuses the write.
 #[inline]
 pub(crate) fn cas_mismatch(given: Option<u64>, entry_cas: u64) -> bool {
@@ -73,6 +66,24 @@ pub trait Keyspace {
     fn contains(&self, key: &[u8]) -> bool {
         self.read(key, ReadOpts::PEEK, |_| ()).is_some()
     }
+}
+
+/// An item as a walk over the whole store sees it: what `stats cachedump`,
+/// `lru_crawler metadump` and the per-class `stats items` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemInfo<'a> {
+    pub key: &'a [u8],
+    pub value_len: usize,
+    pub flags: u32,
+    pub cas: u64,
+    /// Unix ms; 0 means never.
+    pub expires_at: u64,
+    /// Unix seconds of the last access (for an L2 record: when it was written).
+    pub last_access_s: u64,
+    /// Read since it was stored.
+    pub fetched: bool,
+    /// The key came base64-encoded (meta `b`).
+    pub binary_key: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ use hashbrown::HashTable;
 
 use super::entry::{value_overhead, Entry, EntryMeta, ENTRY_OVERHEAD};
 use super::ops::{
-    cas_mismatch, memcached_item_size, Bump, Counted, DeleteOutcome, DeleteRequest, Delta,
-    DeltaOutcome, DeltaRequest, MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome,
-    StoreRequest,
+    cas_mismatch, Bump, Counted, DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest,
+    MetaEntry, ReadOpts, Snapshot, StoreMode, StoreOutcome, StoreRequest,
 };
 use super::policy::{EntryInfo, Policy, PolicyKind, RemoveReason};
-use super::stats::Counters;
+use super::sizing::{memcached_item_size, slab_class};
+use super::stats::{ClassCounters, Counters};
 use super::CacheConfig;
 
 /// The hasher the facade hashes keys with; the shard uses the same one to rehash.
@@ -39,18 +39,27 @@ pub(crate) struct Shard {
     cas_shift: u32,
     cas_tag: u64,
     sweep_cursor: usize,
+    /// The time of the latest write, for the counters of the evictions it causes.
+    now_hint: u64,
+    /// `CacheConfig::evictions`.
+    evictions: bool,
+    /// `CacheConfig::cas_uniques`.
+    cas_uniques: bool,
     pub counters: Counters,
+    /// What happened to items, by the slab class memcached would keep them in.
+    pub classes: ClassCounters,
 }
 
 impl Shard {
     pub(crate) fn new(
-        kind: PolicyKind,
+        config: &CacheConfig,
         limit_bytes: u64,
         limit_entries: u64,
         index: u64,
         shard_bits: u32,
         hasher: KeyHasher,
     ) -> Self {
+        let kind = config.eviction;
         let policy = kind.build();
         let per_entry = (ENTRY_OVERHEAD + policy.bytes_per_slot()) as u64;
         Shard {
@@ -70,7 +79,11 @@ impl Shard {
             cas_shift: shard_bits,
             cas_tag: index,
             sweep_cursor: 0,
+            now_hint: 0,
+            evictions: config.evictions,
+            cas_uniques: config.cas_uniques,
             counters: Counters::default(),
+            classes: ClassCounters::default(),
         }
     }
 
@@ -110,6 +123,9 @@ impl Shard {
 
     /// CAS uniques are unique across shards: the shard index sits in the low bits.
     fn next_cas(&mut self) -> u64 {
+        if !self.cas_uniques {
+            return 0;
+        }
         self.cas_counter += 1;
         (self.cas_counter << self.cas_shift) | self.cas_tag
     }
@@ -157,28 +173,81 @@ impl Shard {
         }
     }
 
+    /// The slab class memcached would keep an item of these sizes in (see `sizing`).
+    #[inline]
+    fn class_of(&self, key_len: usize, value_len: usize, flags: u32) -> usize {
+        slab_class(memcached_item_size(
+            key_len,
+            value_len,
+            flags,
+            self.cas_uniques,
+        ))
+    }
+
+    fn class_of_entry(&self, e: &Entry) -> usize {
+        self.class_of(e.key().len(), e.value_len(), e.flags)
+    }
+
     /// Removes an entry whose deadline passed, counting it.
     fn expire_slot(&mut self, slot: u32) -> Entry {
         self.counters.expirations += 1;
-        self.remove_slot(slot, RemoveReason::Deleted)
+        let e = self.remove_slot(slot, RemoveReason::Deleted);
+        let class = self.class_of_entry(&e);
+        self.classes.class_mut(class).reclaimed += 1;
+        e
     }
 
     /// A store whose deadline had already passed: memcached stores the item and it expires,
     /// unread, at once; the counters say the same.
-    fn count_born_expired(&mut self) {
+    fn count_born_expired(&mut self, req: &StoreRequest<'_>) {
         self.counters.total_items += 1;
         self.counters.expirations += 1;
         self.counters.expired_unfetched += 1;
+        let class = self.class_of(req.key.len(), req.value.len(), req.flags);
+        let c = self.classes.class_mut(class);
+        c.reclaimed += 1;
+        c.expired_unfetched += 1;
     }
 
     /// Removes the policy's victim to make room, counting it (and whether it was ever read).
     fn evict_slot(&mut self, slot: u32) -> Entry {
         let e = self.remove_slot(slot, RemoveReason::Evicted);
         self.counters.evictions += 1;
-        if !e.meta.has(EntryMeta::FETCHED) {
+        let unfetched = !e.meta.has(EntryMeta::FETCHED);
+        if unfetched {
             self.counters.evicted_unfetched += 1;
         }
+        let idle = u64::from(e.meta.idle_secs(self.now_hint));
+        let class = self.class_of_entry(&e);
+        let c = self.classes.class_mut(class);
+        c.evicted += 1;
+        c.evicted_nonzero += u64::from(e.expires_at != 0);
+        c.evicted_unfetched += u64::from(unfetched);
+        c.evicted_time = idle;
         e
+    }
+
+    /// A write that found no room: memcached's `outofmemory`, by class.
+    fn count_no_room(&mut self, key_len: usize, value_len: usize, flags: u32) {
+        let class = self.class_of(key_len, value_len, flags);
+        self.classes.class_mut(class).outofmemory += 1;
+    }
+
+    /// With evictions off (memcached's `-M`): whether `extra` more bytes and entries fit once
+    /// expired entries are reclaimed. With evictions on there is always room.
+    fn has_room(
+        &mut self,
+        extra_bytes: u64,
+        extra_entries: u64,
+        now: u64,
+        evicted: &mut Vec<Entry>,
+    ) -> bool {
+        if self.evictions || !self.over_limits(extra_bytes, extra_entries) {
+            return true;
+        }
+        let n = self.slots.len();
+        self.sweep(now, n, evicted);
+        !self.over_limits(extra_bytes, extra_entries)
     }
 
     fn remove_slot(&mut self, slot: u32, why: RemoveReason) -> Entry {
@@ -217,6 +286,9 @@ impl Shard {
     /// Evicts until `extra` more bytes and entries fit. Returns the evicted entries so the caller
     /// can drop (free) them after releasing the lock.
     fn make_room(&mut self, extra_bytes: u64, extra_entries: u64, evicted: &mut Vec<Entry>) {
+        if !self.evictions {
+            return;
+        }
         while self.len > 0 && self.over_limits(extra_bytes, extra_entries) {
             let Some(v) = self.policy.victim() else { break };
             evicted.push(self.evict_slot(v));
@@ -228,7 +300,7 @@ impl Shard {
     /// would otherwise name it, still being the oldest) and then takes it back as a new arrival,
     /// as memcached relinks a replaced item at the head.
     fn fit_after_growth(&mut self, slot: u32, evicted: &mut Vec<Entry>) {
-        if !self.over_limits(0, 0) {
+        if !self.evictions || !self.over_limits(0, 0) {
             return;
         }
         let info = self.info(slot);
@@ -391,6 +463,7 @@ impl Shard {
     ) -> StoreOutcome {
         let (key, mode) = (req.key, req.mode);
         self.counters.cmd_set += 1;
+        self.now_hint = now;
         let existing = self.find_live(hash, key, now);
         // memcached's `cas`: a set, add or replace with a unique to compare.
         let swap = req.cas.is_some() && !req.concatenates();
@@ -407,7 +480,9 @@ impl Shard {
             None => return StoreOutcome::NotStored,
             Some(s) if swap => {
                 let cur = self.entry(s).cas;
-                if !cas_mismatch(req.cas, cur) {
+                // A unique of 0 never matches (nor does any, with CAS uniques off: every
+                // entry's is 0).
+                if req.cas != Some(0) && !cas_mismatch(req.cas, cur) {
                     self.counters.cas_hits += 1;
                 } else if req.invalidate && req.cas.is_some_and(|c| c != 0 && c < cur) {
                     self.counters.cas_hits += 1;
@@ -421,13 +496,15 @@ impl Shard {
             Some(_) if mode == StoreMode::Add => return StoreOutcome::NotStored,
             Some(s) if req.concatenates() => {
                 let e = self.entry(s);
-                // memcached's append compares a CAS unique only when it is not 0.
-                if cas_mismatch(req.cas.filter(|&c| c != 0), e.cas) {
+                // memcached's append compares a CAS unique only when it is not 0, and only
+                // with an entry that has one (with CAS uniques off, none has).
+                if e.cas != 0 && cas_mismatch(req.cas.filter(|&c| c != 0), e.cas) {
                     return StoreOutcome::Exists;
                 }
                 let len = e.value_len() + req.value.len();
                 if req.max_item_size != 0
-                    && memcached_item_size(key.len(), len, e.flags) > req.max_item_size
+                    && memcached_item_size(key.len(), len, e.flags, self.cas_uniques)
+                        > req.max_item_size
                 {
                     return StoreOutcome::NotStored;
                 }
@@ -444,12 +521,22 @@ impl Shard {
             }
             Some(_) => req.value,
         };
-        if self.charge(key.len(), value.len()) > self.limit_bytes {
-            // memcached drops the old value when a set is too large; so do we (but not for add,
-            // which returned above, nor for append/prepend, which keep the old value).
-            if let Some(s) = existing.filter(|_| !req.concatenates()) {
+        let charge = self.charge(key.len(), value.len());
+        let (extra_bytes, extra_entries) = match existing {
+            Some(s) => {
+                let e = self.entry(s);
+                let old = self.charge(e.key().len(), e.value_len());
+                (charge.saturating_sub(old), 0)
+            }
+            None => (charge, 1),
+        };
+        if charge > self.limit_bytes || !self.has_room(extra_bytes, extra_entries, now, evicted) {
+            // memcached drops the old value when a set finds no memory, so that a stale value
+            // can't outlive a failed update; the other modes keep it.
+            if let Some(s) = existing.filter(|_| mode == StoreMode::Set && req.cas.is_none()) {
                 evicted.push(self.remove_slot(s, RemoveReason::Deleted));
             }
+            self.count_no_room(key.len(), value.len(), req.flags);
             return StoreOutcome::NoRoom;
         }
         let binary = if req.binary_key {
@@ -474,7 +561,7 @@ impl Shard {
                 };
                 let Some(deadline) = expires_at else {
                     evicted.push(self.remove_slot(s, RemoveReason::Deleted));
-                    self.count_born_expired();
+                    self.count_born_expired(req);
                     return StoreOutcome::Stored(self.next_cas());
                 };
                 let cas = self.overwrite(s, hash, value, flags, deadline, meta_flags, now);
@@ -483,7 +570,7 @@ impl Shard {
             }
             None => {
                 let Some(deadline) = expires_at else {
-                    self.count_born_expired();
+                    self.count_born_expired(req);
                     return StoreOutcome::Stored(self.next_cas());
                 };
                 let charge = self.charge(key.len(), value.len());
@@ -766,6 +853,7 @@ impl Shard {
 
     pub(crate) fn reset_counters(&mut self) {
         self.counters = Counters::default();
+        self.classes = ClassCounters::default();
     }
 
     /// Drops everything; returns the entries so they are freed outside the lock.
@@ -792,12 +880,20 @@ impl Shard {
             }
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
-            if self.slots[i].as_ref().is_some_and(|e| !e.is_live(now)) {
+            let Some(e) = self.slots[i].as_ref() else {
+                continue;
+            };
+            let (live, class) = (e.is_live(now), self.class_of_entry(e));
+            self.classes.class_mut(class).crawler_items_checked += 1;
+            if !live {
+                self.classes.class_mut(class).crawler_reclaimed += 1;
                 let e = self.expire_slot(i as u32);
                 // As memcached's LRU crawler: an expired item reclaimed in the background
                 // counts as unfetched if it was never read (a lookup that meets it does not).
                 if !e.meta.has(EntryMeta::FETCHED) {
                     self.counters.expired_unfetched += 1;
+                    let class = self.class_of_entry(&e);
+                    self.classes.class_mut(class).expired_unfetched += 1;
                 }
                 evicted.push(e);
                 reclaimed += 1;
@@ -809,6 +905,12 @@ impl Shard {
     /// Slots in the slab, live or free: what one full sweep pass examines.
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// The buckets of the key index (memcached's hash table size, for `stats`).
+    pub(crate) fn index_buckets(&self) -> usize {
+        // hashbrown keeps 1/8 of its buckets free.
+        (self.table.capacity() * 8 / 7).next_power_of_two()
     }
 
     /// Calls `f` on every live entry.

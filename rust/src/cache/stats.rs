@@ -3,6 +3,8 @@
 
 use std::ops::AddAssign;
 
+use super::sizing::CLASS_COUNT;
+
 /// memcached's names where one exists (`get_hits`, `evictions`, ...).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -81,5 +83,81 @@ pub struct CacheStats {
 impl CacheStats {
     pub fn gets(&self) -> u64 {
         self.counters.get_hits + self.counters.get_misses
+    }
+}
+
+/// What happened to items of one slab class (see `sizing`), memcached's `stats items` names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassCount {
+    /// Evicted to make room.
+    pub evicted: u64,
+    /// Evicted while they still had a deadline to live to.
+    pub evicted_nonzero: u64,
+    /// Evicted without ever being read.
+    pub evicted_unfetched: u64,
+    /// Seconds since the last access of the most recently evicted item.
+    pub evicted_time: u64,
+    /// Removed because their deadline passed.
+    pub reclaimed: u64,
+    /// Expired without ever being read (see `Counters::expired_unfetched`).
+    pub expired_unfetched: u64,
+    /// Writes refused for lack of memory (evictions off, or larger than a shard's budget).
+    pub outofmemory: u64,
+    /// Expired items the background sweep (memcached's LRU crawler) reclaimed.
+    pub crawler_reclaimed: u64,
+    /// Items the background sweep examined.
+    pub crawler_items_checked: u64,
+}
+
+impl AddAssign for ClassCount {
+    fn add_assign(&mut self, o: ClassCount) {
+        self.evicted += o.evicted;
+        self.evicted_nonzero += o.evicted_nonzero;
+        self.evicted_unfetched += o.evicted_unfetched;
+        // The latest is not knowable across shards; the largest is the honest summary.
+        self.evicted_time = self.evicted_time.max(o.evicted_time);
+        self.reclaimed += o.reclaimed;
+        self.expired_unfetched += o.expired_unfetched;
+        self.outofmemory += o.outofmemory;
+        self.crawler_reclaimed += o.crawler_reclaimed;
+        self.crawler_items_checked += o.crawler_items_checked;
+    }
+}
+
+/// [`ClassCount`]s by slab class; index 0 is class 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassCounters(pub [ClassCount; CLASS_COUNT]);
+
+impl Default for ClassCounters {
+    fn default() -> Self {
+        ClassCounters([ClassCount::default(); CLASS_COUNT])
+    }
+}
+
+impl ClassCounters {
+    /// Every class's counts added up.
+    pub fn total(&self) -> ClassCount {
+        let mut t = ClassCount::default();
+        for c in &self.0 {
+            t += *c;
+        }
+        t
+    }
+
+    /// The counts of a class (1-based).
+    pub fn class_mut(&mut self, class: usize) -> &mut ClassCount {
+        &mut self.0[class - 1]
+    }
+
+    pub fn class(&self, class: usize) -> &ClassCount {
+        &self.0[class - 1]
+    }
+}
+
+impl AddAssign<&ClassCounters> for ClassCounters {
+    fn add_assign(&mut self, o: &ClassCounters) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            *a += *b;
+        }
     }
 }

@@ -14,7 +14,8 @@ impl Engine {
     /// read: an item whose [`memcached_item_size`] is over the item size limit (`-I`) is
     /// refused. A refused write that would have replaced the value (`drop_old`: a `set`, any
     /// meta set) also deletes the key's old value, as memcached's does, so a stale value
-    /// can't outlive a failed update.
+    /// can't outlive a failed update. A classic store (text or binary) counts in `stats detail`
+    /// here, whether it fits or not.
     pub fn admit(
         &self,
         key: &[u8],
@@ -22,7 +23,20 @@ impl Engine {
         flags: u32,
         drop_old: bool,
     ) -> Result<(), Failure> {
-        if memcached_item_size(key.len(), value_len, flags) <= self.config().max_item_size {
+        self.runtime.detail.record_set(key);
+        self.meta_admit(key, value_len, flags, drop_old)
+    }
+
+    /// [`admit`](Self::admit) for a meta set: memcached's meta commands are not in
+    /// `stats detail`.
+    pub fn meta_admit(
+        &self,
+        key: &[u8],
+        value_len: usize,
+        flags: u32,
+        drop_old: bool,
+    ) -> Result<(), Failure> {
+        if self.item_size(key.len(), value_len, flags) <= self.config().max_item_size {
             return Ok(());
         }
         self.counters
@@ -34,6 +48,12 @@ impl Engine {
         Err(Failure::TooLarge)
     }
 
+    /// memcached's size of an item ([`memcached_item_size`]), with or without the CAS field as
+    /// the cache gives CAS uniques or not (`-C`).
+    pub fn item_size(&self, key_len: usize, value_len: usize, flags: u32) -> usize {
+        memcached_item_size(key_len, value_len, flags, self.cache().config().cas_uniques)
+    }
+
     /// A read of `key`: `touch` also gives it a new lifetime (`gat`). `f` sees the live entry.
     #[inline]
     pub fn get<R>(
@@ -42,13 +62,15 @@ impl Engine {
         touch: Option<Ttl>,
         f: impl FnOnce(&MetaEntry<'_>) -> R,
     ) -> Option<R> {
-        match touch {
+        let r = match touch {
             None => self.cache().read(key, ReadOpts::GET, |e| f(e)),
             Some(ttl) => self.cache().read(key, ReadOpts::GAT, |e| {
                 e.set_ttl(ttl);
                 f(e)
             }),
-        }
+        };
+        self.runtime.detail.record_get(key, r.is_some());
+        r
     }
 
     /// memcached's `touch`: a new lifetime for a live item; its flags and CAS unique.
@@ -73,8 +95,15 @@ impl Engine {
         }
     }
 
-    /// A delete, with memcached's rules for a CAS unique and invalidation.
+    /// A classic delete (text or binary), counted in `stats detail`.
     pub fn delete(&self, key: &[u8], req: DeleteRequest) -> Result<DeleteOutcome, Failure> {
+        self.runtime.detail.record_delete(key);
+        self.meta_delete(key, req)
+    }
+
+    /// A delete, with memcached's rules for a CAS unique and invalidation (`md`: not in
+    /// `stats detail`).
+    pub fn meta_delete(&self, key: &[u8], req: DeleteRequest) -> Result<DeleteOutcome, Failure> {
         self.cache()
             .delete(key, &req)
             .map_err(|e| self.failed(Failure::of(&e)))

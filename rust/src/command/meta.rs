@@ -5,7 +5,7 @@
 //! goes (`mg key t T30` shows the old lifetime, `mg key T30 t` the new one), so the encoder in
 //! `protocol::meta` walks the flags and calls these rules at each one.
 
-use crate::cache::{memcached_item_size, ItemState, Keyspace, MetaEntry, ReadOpts, StoreMode, Ttl};
+use crate::cache::{slab_class, ItemState, Keyspace, MetaEntry, ReadOpts, StoreMode, Ttl};
 use crate::engine::Engine;
 
 use super::exptime::ttl_from_exptime;
@@ -109,23 +109,6 @@ pub struct Debug {
     pub size: usize,
 }
 
-/// memcached's default slab class sizes (`-n 48 -f 1.25`, 512 KiB largest chunk). Larger items
-/// are chunked and report the largest class.
-const SLAB_CLASSES: [u32; 39] = [
-    96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904, 3632, 4544,
-    5680, 7104, 8880, 11104, 13880, 17352, 21696, 27120, 33904, 42384, 52984, 66232, 82792, 103496,
-    129376, 161720, 202152, 252696, 315872, 394840, 524288,
-];
-
-/// The slab class (1-based) of an item of `size` bytes in a default memcached.
-pub fn slab_class(size: usize) -> usize {
-    SLAB_CLASSES
-        .iter()
-        .position(|&c| size <= c as usize)
-        .unwrap_or(SLAB_CLASSES.len() - 1)
-        + 1
-}
-
 impl Engine {
     /// `mg`: a read with the options [`mg_opts`] makes; `f` applies the request's flags to
     /// the entry, in their order.
@@ -141,7 +124,7 @@ impl Engine {
     /// `me <key>`: the item's debug facts, without counting a read.
     pub fn meta_debug(&self, key: &[u8]) -> Option<Debug> {
         self.cache().read(key, ReadOpts::PEEK, |e| {
-            let size = memcached_item_size(key.len(), e.value().len(), e.flags());
+            let size = self.item_size(key.len(), e.value().len(), e.flags());
             Debug {
                 exp: match e.expires_at() {
                     0 => None,
@@ -159,19 +142,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slab_classes_match_memcacheds_defaults() {
-        assert_eq!(slab_class(62), 1);
-        assert_eq!(slab_class(96), 1);
-        assert_eq!(slab_class(97), 2);
-        assert_eq!(slab_class(161), 4);
-        assert_eq!(slab_class(1061), 12);
-        assert_eq!(slab_class(5061), 19);
-        assert_eq!(slab_class(100_061), 32);
-        assert_eq!(slab_class(400_061), 39);
-        assert_eq!(slab_class(10_000_000), 39);
-    }
 
     #[test]
     fn remaining_seconds_round_up() {

@@ -8,7 +8,11 @@
 //! - memcached's number parsing (`numbers`);
 //! - what a store, read, touch, delete or incr does, and how a core error becomes a
 //!   [`Failure`] that every protocol can say;
-//! - `flush_all`'s delay, `cache_memlimit`'s bounds, `verbosity`;
+//! - `flush_all`'s delay, `cache_memlimit`'s bounds, `verbosity`, `shutdown`, `slabs`, the
+//!   crawler's switches, and the settings they change (`admin`);
+//! - what the store holds by memcached's slab classes: `stats items|slabs|cachedump`,
+//!   `lru_crawler metadump|crawl` (`inventory`);
+//! - per-prefix statistics, `stats detail` (`detail`);
 //! - the `stats` groups (general, settings, items, slabs, sizes...), as name and value pairs;
 //! - the meta commands' rules for lifetimes, recache and win tokens (`meta`).
 //!
@@ -16,14 +20,21 @@
 //! does. A new protocol (RESP) adds an encoder over these methods.
 
 mod admin;
+mod detail;
 pub mod exptime;
 mod failure;
+mod inventory;
 mod items;
 pub mod meta;
 pub mod numbers;
 mod stats;
 
-pub use admin::{FlushOutcome, MemlimitOutcome};
+pub use admin::{
+    AutomoveOutcome, CrawlerSetting, FlushOutcome, MemlimitOutcome, ReassignOutcome, Runtime,
+    ShutdownOutcome,
+};
+pub use detail::{PrefixCounts, PrefixStats};
 pub use exptime::ttl_from_exptime;
 pub use failure::Failure;
+pub use inventory::{ClassReport, ClassSet, CrawlerOutcome, DumpedItem, MAX_CLASS_ID};
 pub use stats::StatsGroup;

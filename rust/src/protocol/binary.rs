@@ -699,6 +699,19 @@ fn stat(r: &Request<'_>, engine: &Engine, out: &mut Vec<u8>) {
     let group = if key.starts_with(b"reset") {
         engine.reset_stats();
         None
+    } else if let Some(sub) = key.strip_prefix(b"detail") {
+        // memcached compares the subcommand as a prefix too; `dump` is one statistic,
+        // `detailed`, whose value is the text dump.
+        if sub.starts_with(b" dump") {
+            stat_packet(out, h, b"detailed", &engine.prefix_dump());
+        } else if sub.starts_with(b" on") {
+            engine.stats_detail(true);
+        } else if sub.starts_with(b" off") {
+            engine.stats_detail(false);
+        } else {
+            return error(out, h, status::KEY_ENOENT);
+        }
+        None
     } else if key.starts_with(b"settings") {
         Some(StatsGroup::Settings)
     } else {
@@ -1533,8 +1546,8 @@ mod tests {
             b"bogus",
             b"conns",
             b"itemsX",
-            b"detail on",
-            b"detail dump",
+            b"detail",
+            b"detail x",
         ] {
             err(&mut s, &req(op::STAT, key, b"", b""), status::KEY_ENOENT);
         }

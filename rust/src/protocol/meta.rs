@@ -484,7 +484,7 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
     if opaque_error {
         return refuse(out, OPAQUE_TOO_LONG);
     }
-    if let Err(fail) = engine.admit(&key, len, f.client_flags, true) {
+    if let Err(fail) = engine.meta_admit(&key, len, f.client_flags, true) {
         return refuse(out, failure_line(fail));
     }
     Outcome::Read {
@@ -570,7 +570,7 @@ fn mdelete(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) {
         ttl: f.ttl.filter(|_| f.invalidate).map(|t| exptime(Some(t))),
         mismatch_is_miss: true,
     };
-    let code: &[u8] = match engine.delete(&key, req) {
+    let code: &[u8] = match engine.meta_delete(&key, req) {
         Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) if f.quiet => return,
         Ok(DeleteOutcome::Deleted | DeleteOutcome::Invalidated) => b"HD",
         Ok(DeleteOutcome::NotFound) => b"NF",

@@ -15,6 +15,7 @@ mod sasl;
 mod session;
 pub mod streaming;
 pub mod text;
+mod text_admin;
 mod tokens;
 
 pub use auth::Credentials;

@@ -13,13 +13,14 @@ use super::limits::{
 use super::meta;
 use super::session::{spliced_len, Progress, Splice};
 use super::streaming;
+use super::text_admin;
 use super::tokens::split;
 use crate::cache::{
     DeleteOutcome, DeleteRequest, Delta, DeltaOutcome, DeltaRequest, StoreMode, StoreOutcome,
     StoreRequest, Ttl,
 };
 use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
-use crate::command::{ttl_from_exptime, Failure, FlushOutcome, MemlimitOutcome, StatsGroup};
+use crate::command::{ttl_from_exptime, Failure};
 use crate::engine::{CmdKind, Engine, MEMCACHED_VERSION};
 
 /// memcached's `MAX_TOKENS` less the terminating empty token: longer lines are not a valid
@@ -310,7 +311,6 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
         b"decr" if ok(3, 4) => arith(engine, false, args, out),
         b"delete" if ok(2, 4) => delete(engine, args, out),
         b"touch" if ok(3, 4) => touch(engine, args, out),
-        b"flush_all" if ok(1, 3) => flush_all(engine, args, out),
         b"version" => {
             out.extend_from_slice(b"VERSION ");
             out.extend_from_slice(MEMCACHED_VERSION.as_bytes());
@@ -320,16 +320,6 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
         b"debug" if engine.config().test_hooks && args.first() == Some(&&b"panic"[..]) => {
             panic!("`debug panic`: a test hook standing in for a bug in a command")
         }
-        b"verbosity" if ok(2, 3) => verbosity(engine, args, out),
-        b"cache_memlimit" if ok(2, 3) => cache_memlimit(engine, args, out),
-        b"stats" => stats(engine, args, out),
-        b"shutdown" => {
-            if engine.config().allow_shutdown {
-                engine.request_shutdown();
-                return Progress::Close;
-            }
-            out.extend_from_slice(b"ERROR: shutdown not enabled\r\n");
-        }
         b"streaming_get" | b"sget" => streaming::get(engine, args, &mut st.splices, out),
         b"set_begin" => streaming::begin(&mut st.uploads, engine, args, out),
         b"set_end" => streaming::end(&mut st.uploads, engine, args, out),
@@ -338,7 +328,11 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
             return wait_for(st, next, Pending::Chunk);
         }
         _ if args.last().is_some_and(|t| t.starts_with(b"HTTP/")) => return Progress::Close,
-        _ => out.extend_from_slice(ERROR),
+        _ => match text_admin::command(engine, cmd, args, out) {
+            Some(text_admin::After::Close) => return Progress::Close,
+            Some(text_admin::After::Continue) => {}
+            None => out.extend_from_slice(ERROR),
+        },
     }
     Progress::Again
 }
@@ -598,77 +592,6 @@ fn touch(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
         None => b"NOT_FOUND\r\n",
     };
     reply(out, noreply, msg);
-}
-
-/// `flush_all [delay] [noreply]`.
-fn flush_all(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
-    let noreply = is_noreply(args);
-    let exptime = if args.len() == usize::from(noreply) {
-        None
-    } else {
-        match safe_strtol(args[0]) {
-            Some(e) => Some(i64::from(e)),
-            None => return reply(out, noreply, BAD_EXPTIME),
-        }
-    };
-    let msg: &[u8] = match engine.flush_all_at(exptime) {
-        FlushOutcome::Flushed => b"OK\r\n",
-        FlushOutcome::Disabled => b"CLIENT_ERROR flush_all not allowed\r\n",
-    };
-    reply(out, noreply, msg);
-}
-
-/// `cache_memlimit <megabytes> [noreply]`.
-fn cache_memlimit(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
-    let noreply = is_noreply(args);
-    let msg: &[u8] = match safe_strtoul(args[0]).map(|mb| engine.cache_memlimit(mb)) {
-        None => ERROR,
-        Some(MemlimitOutcome::TooSmall) => {
-            b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
-        }
-        Some(MemlimitOutcome::TooLarge) => {
-            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
-        }
-        Some(MemlimitOutcome::Set) => b"OK\r\n",
-    };
-    reply(out, noreply, msg);
-}
-
-fn verbosity(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
-    let noreply = is_noreply(args);
-    let Some(level) = safe_strtoul(args[0]) else {
-        return reply(out, noreply, BAD_FORMAT);
-    };
-    engine.verbosity_command(level);
-    reply(out, noreply, b"OK\r\n");
-}
-
-fn stat_line(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(b"STAT ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn stats(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
-    let name = args.first().copied().unwrap_or(b"");
-    match name {
-        b"reset" => {
-            engine.reset_stats();
-            out.extend_from_slice(b"RESET\r\n");
-        }
-        b"detail" => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
-        _ => match StatsGroup::named(name) {
-            None => out.extend_from_slice(ERROR),
-            Some(group) => {
-                for (k, v) in engine.stats(group) {
-                    stat_line(out, &k, &v);
-                }
-                out.extend_from_slice(b"END\r\n");
-            }
-        },
-    }
 }
 
 #[cfg(test)]

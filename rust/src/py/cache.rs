@@ -193,9 +193,13 @@ impl PyCache {
         };
         let out = self.io(key.py(), |core| core.store(&req))?.map_err(to_py)?;
         if out == StoreOutcome::NoRoom {
+            let why = if self.core.config().evictions {
+                "does not fit in one shard's memory budget; raise max_memory or lower shards"
+            } else {
+                "does not fit: the cache is full and evictions are off"
+            };
             return Err(to_py(CoreError::TooLarge(format!(
-                "the item for key {} does not fit in one shard's memory budget; raise max_memory \
-                 or lower shards",
+                "the item for key {} {why}",
                 key.repr()?
             ))));
         }
@@ -232,6 +236,8 @@ impl PyCache {
         serializer = None,
         clock = None,
         *,
+        evictions = true,
+        cas = true,
         l2_dir = None,
         l2_max_disk_size = None,
         l2_sync = "periodic",
@@ -256,6 +262,8 @@ impl PyCache {
         max_key_length: usize,
         serializer: Option<&Bound<'_, PyAny>>,
         clock: Option<PyRef<'_, PyManualClock>>,
+        evictions: bool,
+        cas: bool,
         l2_dir: Option<std::path::PathBuf>,
         l2_max_disk_size: Option<&Bound<'_, PyAny>>,
         l2_sync: &str,
@@ -280,6 +288,8 @@ impl PyCache {
             },
             shards: shards.unwrap_or(0),
             max_key_len: max_key_length,
+            evictions,
+            cas_uniques: cas,
         };
         let serializer = match serializer.filter(|s| !s.is_none()) {
             None => None,

@@ -30,8 +30,8 @@ pub(crate) struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
-                        allow_shutdown = false, allow_verbosity = true, settings = None,
-                        auth = None, sasl = None))]
+                        allow_shutdown = false, allow_verbosity = true,
+                        prefix_delimiter = ":", settings = None, auth = None, sasl = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cache: PyRef<'_, PyCache>,
@@ -39,6 +39,7 @@ impl PyEngine {
         allow_flush: bool,
         allow_shutdown: bool,
         allow_verbosity: bool,
+        prefix_delimiter: &str,
         settings: Option<&Bound<'_, PyDict>>,
         auth: Option<Vec<(Vec<u8>, Vec<u8>)>>,
         sasl: Option<Vec<(Vec<u8>, Vec<u8>)>>,
@@ -48,6 +49,11 @@ impl PyEngine {
                 "max_item_size must be between 1KB and 1GB, got {max_item_size}"
             )));
         }
+        let &[prefix_delimiter] = prefix_delimiter.as_bytes() else {
+            return Err(super::errors::config_error(format!(
+                "prefix_delimiter must be one ASCII character, got {prefix_delimiter:?}"
+            )));
+        };
         let mut pairs = Vec::new();
         if let Some(d) = settings {
             for (k, v) in d.iter() {
@@ -67,6 +73,7 @@ impl PyEngine {
             // On unless RATMEMCACHE_LATENCY_HISTOGRAMS=0, which exists to measure what they cost.
             latency_histograms: std::env::var_os("RATMEMCACHE_LATENCY_HISTOGRAMS")
                 .is_none_or(|v| v != "0"),
+            prefix_delimiter,
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),

@@ -537,23 +537,32 @@ impl DiskStore {
 
     /// Every live key (committed or queued), for the library's `keys()`.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, CoreError> {
+        let mut out = Vec::new();
+        self.walk(|k, _| out.push(k.to_vec()))?;
+        Ok(out)
+    }
+
+    /// Calls `f` on every live record's key and header (committed or queued), in key order,
+    /// inside one read transaction.
+    pub fn walk(&self, mut f: impl FnMut(&[u8], &Header)) -> Result<(), CoreError> {
         self.flush(false)?;
         let now = self.shared.clock.now_ms();
         self.shared.read(|db| {
             let tx = db.begin_read()?;
             let t = match tx.open_table(ITEMS) {
                 Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            let mut out = Vec::new();
             for r in t.iter()? {
                 let (k, v) = r?;
-                if record::decode_header(v.value()).is_ok_and(|h| h.is_live(now)) {
-                    out.push(k.value().to_vec());
+                if let Ok(h) = record::decode_header(v.value()) {
+                    if h.is_live(now) {
+                        f(k.value(), &h);
+                    }
                 }
             }
-            Ok(out)
+            Ok(())
         })
     }
 
