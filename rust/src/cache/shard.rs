@@ -522,12 +522,15 @@ impl Shard {
             Some(_) => req.value,
         };
         let charge = self.charge(key.len(), value.len());
+        // Without evictions the new value must fit beside the old one, as memcached allocates
+        // the new item before it unlinks the old.
         let (extra_bytes, extra_entries) = match existing {
-            Some(s) => {
+            Some(s) if self.evictions => {
                 let e = self.entry(s);
                 let old = self.charge(e.key().len(), e.value_len());
                 (charge.saturating_sub(old), 0)
             }
+            Some(_) => (charge, 0),
             None => (charge, 1),
         };
         if charge > self.limit_bytes || !self.has_room(extra_bytes, extra_entries, now, evicted) {
@@ -537,6 +540,8 @@ impl Shard {
                 evicted.push(self.remove_slot(s, RemoveReason::Deleted));
             }
             self.count_no_room(key.len(), value.len(), req.flags);
+            // memcached counts a store once its item is allocated: a refused one is not.
+            self.counters.cmd_set -= 1;
             return StoreOutcome::NoRoom;
         }
         let binary = if req.binary_key {
