@@ -4,32 +4,26 @@
 
 use std::sync::Arc;
 
-use ratmemcache::cache::{Cache, CacheConfig, ManualClock};
-use ratmemcache::engine::{Engine, EngineConfig};
+use ratmemcache::cache::{CacheConfig, ManualClock};
+use ratmemcache::engine::EngineConfig;
 use ratmemcache::protocol::Session;
-use ratmemcache::Tiered;
+use ratmemcache::testkit;
 
 /// 2023-11-14, so absolute exptimes (above 30 days) can land both in the past and the future.
-pub const START_MS: u64 = 1_700_000_000_000;
+pub const START_MS: u64 = testkit::T0;
 
 /// A session on its own engine and cache, with a clock that moves only when told.
 pub fn session(max_memory: u64, max_item_size: usize) -> (Session, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let cfg = CacheConfig {
-        shards: 1,
-        cleanup_interval_ms: 0,
+    let cache = CacheConfig {
         max_memory,
+        ..testkit::one_shard()
+    };
+    let engine = EngineConfig {
+        max_item_size,
         ..Default::default()
     };
-    let cache = Tiered::memory(Cache::with_clock(cfg, clock.clone()).expect("valid config"));
-    let engine = Engine::new(
-        cache,
-        EngineConfig {
-            max_item_size,
-            ..Default::default()
-        },
-    );
-    (Session::new(Arc::new(engine)), clock)
+    let (session, _, clock) = testkit::session_with(cache, engine);
+    (session, clock)
 }
 
 /// What a protocol target does with its session.

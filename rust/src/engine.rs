@@ -467,11 +467,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::cache::{Cache, CacheConfig};
-
-    fn engine() -> Engine {
-        let cache = Cache::new(CacheConfig::default()).expect("cache");
-        Engine::new(Tiered::memory(cache), EngineConfig::default())
-    }
+    use crate::testkit::engine;
 
     #[test]
     fn buckets_are_log2_upper_bounds() {

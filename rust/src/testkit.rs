@@ -42,8 +42,33 @@ pub fn engine_with(cache: CacheConfig, engine: EngineConfig) -> (Arc<Engine>, Ar
 
 /// A session on a fresh engine with the default settings, and its clock.
 pub fn session() -> (Session, Arc<Engine>, Arc<ManualClock>) {
-    let (engine, clock) = engine_with(CacheConfig::default(), EngineConfig::default());
+    session_with(CacheConfig::default(), EngineConfig::default())
+}
+
+/// A session on a fresh engine with these settings (the cache's sweeper off), and its clock.
+pub fn session_with(
+    cache: CacheConfig,
+    engine: EngineConfig,
+) -> (Session, Arc<Engine>, Arc<ManualClock>) {
+    let (engine, clock) = engine_with(cache, engine);
     (Session::new(engine.clone()), engine, clock)
+}
+
+/// One shard, no sweeper: CAS uniques count 1, 2, 3 as memcached's do, and nothing changes
+/// behind a test's back.
+pub fn one_shard() -> CacheConfig {
+    CacheConfig {
+        shards: 1,
+        cleanup_interval_ms: 0,
+        ..Default::default()
+    }
+}
+
+/// A session over one shard on the system clock, for byte streams whose absolute exptimes are
+/// real unix times (the transcripts).
+pub fn session_on_system_clock(engine: EngineConfig) -> Session {
+    let cache = Cache::new(one_shard()).expect("a valid test config");
+    Session::new(Arc::new(Engine::new(Tiered::memory(cache), engine)))
 }
 
 use crate::cache::{

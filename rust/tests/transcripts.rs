@@ -4,12 +4,10 @@
 //! ratmemcached and Debian's memcached in tests/test_transcripts.py.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use ratmemcache::cache::{Cache, CacheConfig};
-use ratmemcache::engine::{Engine, EngineConfig};
+use ratmemcache::engine::EngineConfig;
 use ratmemcache::protocol::Session;
-use ratmemcache::Tiered;
+use ratmemcache::testkit;
 
 struct Step {
     send: Vec<u8>,
@@ -88,20 +86,10 @@ fn parse(path: &Path) -> (Vec<Step>, usize) {
 }
 
 fn session(max_item_size: usize) -> Session {
-    let cfg = CacheConfig {
-        shards: 1,
-        cleanup_interval_ms: 0,
+    testkit::session_on_system_clock(EngineConfig {
+        max_item_size,
         ..Default::default()
-    };
-    let cache = Tiered::memory(Cache::new(cfg).unwrap());
-    let engine = Engine::new(
-        cache,
-        EngineConfig {
-            max_item_size,
-            ..Default::default()
-        },
-    );
-    Session::new(Arc::new(engine))
+    })
 }
 
 fn transcripts() -> Vec<PathBuf> {
