@@ -1,5 +1,6 @@
 //! Every input the cargo-fuzz targets in fuzz/ found to fail, inline, checked with the same
 //! oracle as the target that found it. See fuzz/README.md for the targets and how to run them.
+#![allow(unsafe_code)] // the counting global allocator below
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -20,20 +21,24 @@ thread_local! {
 unsafe impl GlobalAlloc for PeakAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = LARGEST.try_with(|m| m.set(m.get().max(layout.size())));
+        // SAFETY: the caller's contract for this method is the system allocator's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let _ = LARGEST.try_with(|m| m.set(m.get().max(layout.size())));
+        // SAFETY: the caller's contract for this method is the system allocator's.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for this method is the system allocator's.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = LARGEST.try_with(|m| m.set(m.get().max(new_size)));
+        // SAFETY: the caller's contract for this method is the system allocator's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

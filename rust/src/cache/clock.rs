@@ -3,6 +3,7 @@
 //! Times are unix milliseconds. memcached's absolute exptimes are unix seconds, so the cache keeps
 //! wall-clock time rather than a monotonic clock; a wall-clock step moves deadlines with it, as in
 //! memcached.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

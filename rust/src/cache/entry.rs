@@ -28,6 +28,7 @@
 //! Policy bytes are 8 (list links) plus 0-40 depending on the policy (see each policy's
 //! `bytes_per_slot`). The hash table's spare capacity and freed slots awaiting reuse are not
 //! charged; they are bounded by the table's load factor and the peak entry count.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::alloc::{self, Layout};
 use std::fmt;
@@ -72,6 +73,14 @@ const HEADER: usize = std::mem::size_of::<Header>();
 const SHARED: u32 = u32::MAX;
 const SHARED_HANDLE: usize = std::mem::size_of::<Bytes>();
 
+// The layout the module docs promise, checked when the crate compiles: a 32-byte header that
+// keeps a shared value's handle aligned, and (on 64-bit targets) a one-pointer slot.
+const _: () = assert!(HEADER == 32);
+const _: () = assert!(HEADER % std::mem::align_of::<Bytes>() == 0);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Option<Entry>>() == 8);
+const _: () = assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>() + HEADER);
+
 impl Header {
     #[inline]
     fn is_shared(&self) -> bool {
@@ -103,6 +112,18 @@ fn block_layout(after_header: usize) -> Layout {
 
 /// A live entry: the owner of one block (see the module docs). It dereferences to its
 /// [`Header`], so `e.cas`, `e.flags`, `e.expires_at` and `e.meta` read and write in place.
+///
+/// # Invariant
+///
+/// `block` points to a live allocation made with `Header::layout()` of the header it holds, and:
+///
+/// - `value_len == SHARED` if and only if an initialised `Bytes` (the value) sits at offset
+///   `HEADER`, followed by the key's `key_len` bytes;
+/// - otherwise the key's `key_len` bytes sit at `HEADER`, followed by the value's `value_len`
+///   bytes.
+///
+/// Every unsafe block below relies on this and nothing else; `new`, `set_value` and `drop`
+/// are the only places that change which case holds.
 pub(crate) struct Entry {
     block: NonNull<Header>,
 }
@@ -110,6 +131,7 @@ pub(crate) struct Entry {
 // SAFETY: an `Entry` owns its block exclusively (it is neither `Clone` nor `Copy`); the shared
 // value, if any, is a `Bytes`, which is `Send + Sync`.
 unsafe impl Send for Entry {}
+// SAFETY: as for `Send`; `&Entry` only reads the block.
 unsafe impl Sync for Entry {}
 
 impl Entry {
@@ -172,7 +194,9 @@ impl Entry {
     /// The shared value's handle. Only meaningful when the header says the value is shared.
     #[inline]
     fn handle_ptr(&self) -> *mut Bytes {
-        // SAFETY (of the arithmetic): the header is 32 bytes, so the handle is aligned.
+        // SAFETY: `HEADER` bytes past the base are inside the block (every block holds the
+        // header and at least the handle's room when shared); the header is 32 bytes, so the
+        // handle is aligned.
         unsafe { self.base().add(HEADER) as *mut Bytes }
     }
 
@@ -477,14 +501,6 @@ pub struct ItemState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn overhead_is_documented_size() {
-        // The module docs promise a one-pointer slot and a 32-byte header; keep them honest.
-        #[cfg(target_pointer_width = "64")]
-        assert_eq!((std::mem::size_of::<Option<Entry>>(), HEADER), (8, 32));
-        assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>() + HEADER);
-    }
 
     fn entry(key: &[u8], value: &[u8]) -> Entry {
         Entry::new(key, value, 7, 9, 3, EntryMeta::new(EntryMeta::TEXT_KEY, 0))

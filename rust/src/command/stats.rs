@@ -1,5 +1,6 @@
 //! The `stats` groups, as name and value pairs that each protocol encodes its own way (text:
 //! `STAT <name> <value>` lines; binary: one packet per statistic).
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -313,8 +314,9 @@ impl Engine {
 fn rusage() -> (String, String) {
     #[cfg(unix)]
     {
-        // SAFETY: getrusage writes into the zeroed struct we own.
+        // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct we own and pass by pointer.
         if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
             let f = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
             return (f(ru.ru_utime), f(ru.ru_stime));

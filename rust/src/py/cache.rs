@@ -4,6 +4,7 @@
 //! duration of a map operation; it never calls back into Python while a shard is locked (the
 //! serializer runs before a write locks and after a read unlocks). With an L2, every call that
 //! may touch the disk releases the GIL first.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 //!
 //! Nothing here is sound without the GIL: the module declares `gil_used = true`, and abi3
 //! builds can't be loaded by free-threaded CPython.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;

@@ -1,4 +1,5 @@
 //! The Python extension `ratmemcache._core`: the only code that imports pyo3.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 mod args;
 mod cache;

@@ -4,6 +4,7 @@
 //! Keys are any hashable object, compared as a dict compares them: the Python hash, then
 //! identity, then `==`. The table is guarded by the GIL (`GilLock`); nothing Python-side is
 //! dropped while it is held, because a value's `__del__` may call back into the cache.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::sync::Arc;
 
