@@ -76,7 +76,7 @@ const SHARED_HANDLE: usize = std::mem::size_of::<Bytes>();
 // The layout the module docs promise, checked when the crate compiles: a 32-byte header that
 // keeps a shared value's handle aligned, and (on 64-bit targets) a one-pointer slot.
 const _: () = assert!(HEADER == 32);
-const _: () = assert!(HEADER % std::mem::align_of::<Bytes>() == 0);
+const _: () = assert!(HEADER.is_multiple_of(std::mem::align_of::<Bytes>()));
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Option<Entry>>() == 8);
 const _: () = assert!(ENTRY_OVERHEAD >= std::mem::size_of::<Entry>() + HEADER);
