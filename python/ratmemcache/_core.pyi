@@ -239,9 +239,22 @@ class Engine:
         settings: Mapping[str, object] | None = None,
         auth: Sequence[tuple[bytes, bytes]] | None = None,
         sasl: Sequence[tuple[bytes, bytes]] | None = None,
+        binding_protocol: str = "auto",
+        reqs_per_event: int = 20,
     ) -> Engine: ...
     def session(self) -> Session: ...
+    def serve_datagram(self, datagram: bytes) -> list[bytes]:
+        """One UDP request datagram (frame header included) in, the reply datagrams out."""
     def connection_rejected(self) -> None: ...
+    def listen_disabled(self, seconds: float) -> None:
+        """Counts a pause in accepting connections (memcached's ``listen_disabled_num``)."""
+    @property
+    def listen_disabled_stats(self) -> tuple[int, int]:
+        """``(listen_disabled_num, time_in_listen_disabled_us)``."""
+    @property
+    def binding_protocol(self) -> str: ...
+    @property
+    def reqs_per_event(self) -> int: ...
     @property
     def may_block(self) -> bool: ...
     @property
@@ -293,9 +306,13 @@ class NativeServer:
         exchanges: bool = False,
         ssl_chain_cert: str | None = None,
         ssl_key: str | None = None,
+        udp_port: int | None = None,
+        unix_socket_mask: int = 0o700,
     ) -> NativeServer: ...
     @property
     def addresses(self) -> list[tuple[str, int]]: ...
+    @property
+    def udp_addresses(self) -> list[tuple[str, int]]: ...
     @property
     def port(self) -> int: ...
     def start(self, engine: Engine) -> int: ...

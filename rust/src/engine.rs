@@ -82,6 +82,12 @@ pub struct ServerCounters {
     /// A connection's replies reached the per-read budget and it waited for them to be sent
     /// before its next request (memcached's `conn_yields` counts its `-R` limit the same way).
     pub conn_yields: AtomicU64,
+    /// Times an I/O engine paused accepting connections: accept() failed with a transient error
+    /// (out of file descriptors, memcached's case, or of memory...) and it waited before
+    /// trying again. memcached's `listen_disabled_num`.
+    pub listen_disabled_num: AtomicU64,
+    /// Microseconds spent in those pauses: memcached's `time_in_listen_disabled_us`.
+    pub time_in_listen_disabled_us: AtomicU64,
 }
 
 /// What a request was, for the latency histograms.
