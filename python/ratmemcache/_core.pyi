@@ -240,7 +240,7 @@ class Engine:
         auth: Sequence[tuple[bytes, bytes]] | None = None,
         sasl: Sequence[tuple[bytes, bytes]] | None = None,
         binding_protocol: str = "auto",
-        reqs_per_event: int = 20,
+        reqs_per_event: int = 0,
     ) -> Engine: ...
     def session(self) -> Session: ...
     def serve_datagram(self, datagram: bytes) -> list[bytes]:

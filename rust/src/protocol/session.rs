@@ -106,6 +106,8 @@ pub struct Session {
     config: SessionConfig,
     /// Requests answered by the current feed, for `reqs_per_event`.
     answered: usize,
+    /// The last text request begun was of the get family (memcached writes its replies at once).
+    last_get: bool,
     /// Bytes fed so far (UDP's request boundaries are offsets into them).
     fed: usize,
     /// A UDP datagram's session: not a connection (not counted, no byte counts), and it records
@@ -135,6 +137,7 @@ impl Session {
         Session {
             config,
             answered: 0,
+            last_get: false,
             fed: 0,
             record,
             auth: engine
@@ -238,6 +241,14 @@ impl Session {
         self.more = false;
         let close = loop {
             if self.buf.is_empty() {
+                // memcached counts a yield when the read used its whole budget, or all but one
+                // and then spent that one writing the pending replies (a get's went at once).
+                if budget != usize::MAX
+                    && (self.answered >= budget || self.answered + 1 == budget && !self.last_get)
+                {
+                    let yields = &self.engine.counters.conn_yields;
+                    yields.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 break false;
             }
             if self.answered >= budget
@@ -285,6 +296,9 @@ impl Session {
                 Proto::Unknown => unreachable!("picked above"),
                 Proto::Text => {
                     let starts = self.text.at_line().then(|| text::kind_of(&self.buf));
+                    if starts.is_some() && budget != usize::MAX {
+                        self.last_get = is_get_family(&self.buf);
+                    }
                     self.timer.begin(starts);
                     let p = text::step(&mut self.text, &self.engine, &mut self.buf, out);
                     let complete = self.text.at_line();
@@ -364,6 +378,17 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         self.closed
     }
+}
+
+/// The line in `buf` starts a `get`, `gets`, `gat`, `gats` or `bget`.
+fn is_get_family(buf: &[u8]) -> bool {
+    let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    matches!(&rest[..end], b"get" | b"gets" | b"gat" | b"gats" | b"bget")
 }
 
 impl Drop for Session {
@@ -489,12 +514,29 @@ mod tests {
         s.feed(&[], &mut out);
         assert_eq!(out, b"VERSION 1.6.18\r\n".repeat(3));
         assert!(!s.has_more());
-        assert_eq!(yields() - before, 2);
-        // four fit in one read's event: no yield
-        out.clear();
-        s.feed(&b"version\r\n".repeat(4), &mut out);
-        assert!(!s.has_more());
-        assert_eq!(yields() - before, 2);
+        // the last turn used its whole budget: memcached counts that as a yield too
+        assert_eq!(yields() - before, 3);
+        // a read's event has 4: two leave room; four use it up; three use it up with the write
+        // of their replies, unless the last was a get (its reply went at once)
+        for (batch, more) in [
+            (b"version\r\n".repeat(2), 0),
+            (b"version\r\n".repeat(4), 1),
+            (b"version\r\n".repeat(3), 1),
+            (
+                [b"version\r\n".repeat(2), b"get a\r\n".to_vec()].concat(),
+                0,
+            ),
+            (
+                [b"version\r\n".repeat(3), b"get a\r\n".to_vec()].concat(),
+                1,
+            ),
+        ] {
+            let was = yields();
+            out.clear();
+            s.feed(&batch, &mut out);
+            assert!(!s.has_more());
+            assert_eq!(yields() - was, more);
+        }
     }
 
     fn session() -> Session {

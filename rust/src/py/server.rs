@@ -47,7 +47,7 @@ impl PyEngine {
     #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
                         allow_shutdown = false, allow_verbosity = true, settings = None,
                         auth = None, sasl = None, binding_protocol = "auto",
-                        reqs_per_event = 20))]
+                        reqs_per_event = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cache: PyRef<'_, PyCache>,
@@ -61,11 +61,8 @@ impl PyEngine {
         binding_protocol: &str,
         reqs_per_event: usize,
     ) -> PyResult<Self> {
-        if reqs_per_event == 0 {
-            return Err(super::errors::config_error(
-                "reqs_per_event must be greater than 0",
-            ));
-        }
+        // 0: no request budget (a library session answers everything it is fed); the server's
+        // config gives memcached's -R (20 by default).
         let session = SessionConfig {
             binding: binding(binding_protocol)?,
             reqs_per_event,
@@ -160,7 +157,7 @@ impl PyEngine {
         }
     }
 
-    /// memcached's `-R`.
+    /// memcached's `-R` (0: no limit).
     #[getter]
     fn reqs_per_event(&self) -> usize {
         self.session.reqs_per_event
