@@ -53,6 +53,7 @@ __all__ = [
     "start_memcached",
     "start_ratmemcached",
     "wait_for_port",
+    "wait_for_unix",
 ]
 
 HOST = "127.0.0.1"
@@ -176,6 +177,25 @@ def wait_for_port(
             time.sleep(0.02)
 
 
+def wait_for_unix(
+    path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
+    """Return once the unix socket ``path`` accepts a connection; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise ServerStartFailed(f"exited with status {proc.returncode} during startup")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(0.5)
+                s.connect(str(path))
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServerStartFailed(f"{path} did not accept within {timeout}s") from None
+            time.sleep(0.02)
+
+
 def ratmemcached_argv(*args: str) -> list[str]:
     """How to run this package's server: the venv's interpreter with ``-m ratmemcache``."""
     return [sys.executable, "-m", "ratmemcache", *args]
@@ -199,6 +219,7 @@ def _spawn(
     env: Mapping[str, str] | None,
     ready_timeout: float,
     cwd: Path | None,
+    unix_socket: Path | None = None,
 ) -> ServerProcess:
     log_path = tmpdir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
@@ -215,7 +236,10 @@ def _spawn(
         )
     srv = ServerProcess(name, host, port, proc, argv, log_path, tmpdir)
     try:
-        wait_for_port(host, port, proc, ready_timeout)
+        if unix_socket is not None:
+            wait_for_unix(unix_socket, proc, ready_timeout)
+        else:
+            wait_for_port(host, port, proc, ready_timeout)
     except ServerStartFailed as e:
         srv.stop(timeout=2)
         out = srv.output()
@@ -234,8 +258,12 @@ def start_ratmemcached(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     ready_timeout: float = 20.0,
+    unix_socket: Path | None = None,
 ) -> ServerProcess:
     """Start ``ratmemcached`` with ``args``; remember to ``stop()`` and ``cleanup()`` it.
+
+    With ``unix_socket``, it listens there only (``-s``, no TCP) and is ready when the socket
+    accepts; ``port`` is then only the would-be TCP port.
 
     ``config`` is TOML text, a dict (written as TOML), or a path. ``-l host -p port`` are added
     (after ``args``, so they win) unless ``add_address`` is false; then pass the port yourself
@@ -252,8 +280,12 @@ def start_ratmemcached(
             argv += ["--config", str(_write_config(config, tmpdir))]
         if add_address:
             argv += ["-l", host, "-p", str(p)]
+        if unix_socket is not None:
+            argv += ["-s", str(unix_socket)]
         try:
-            return _spawn("ratmemcached", argv, host, p, tmpdir, env, ready_timeout, cwd)
+            return _spawn(
+                "ratmemcached", argv, host, p, tmpdir, env, ready_timeout, cwd, unix_socket
+            )
         except ServerStartFailed as e:
             if port is None and "address already in use" in str(e) and attempt < 2:
                 continue

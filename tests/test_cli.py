@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,7 +18,17 @@ import tomlkit
 
 import ratmemcache
 from ratmemcache.config import Config, config_from_mapping
-from servers import exchange, free_port, ratmemcached, ratmemcached_argv, start_ratmemcached
+from servers import (
+    ENGINES,
+    MEMCACHED,
+    exchange,
+    free_port,
+    ratmemcached,
+    ratmemcached_argv,
+    start_ratmemcached,
+)
+
+MEMCACHED_BIN = MEMCACHED
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -182,20 +193,77 @@ def test_an_l2_that_cannot_open_is_one_line_naming_the_path(tmp_path: Path) -> N
     assert str(not_a_dir) in line and "data_dir" in line
 
 
-def test_udp_is_refused() -> None:
-    proc = run_cli("-U", "11211")
-    assert proc.returncode == 2
-    assert "UDP is not supported" in one_error_line(proc)
-    assert run_cli("-U", "0", "--print-config").returncode == 0
+def test_network_flags_map_to_the_config() -> None:
+    c = printed_config("-U", "11311", "-B", "binary", "-R", "7", "-a", "0750")
+    assert c.server.udp_port == 11311
+    assert c.server.binding_protocol == "binary"
+    assert c.server.reqs_per_event == 7
+    assert c.server.unix_socket_mask == 0o750
+    assert printed_config("-U", "0").server.udp_port == 0
+    assert printed_config().server.reqs_per_event == 20
 
 
-def test_unknown_extended_option() -> None:
-    proc = run_cli("-o", "frobnicate=1")
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("-R", "0"), "-R/--max-reqs-per-event: expected an integer of at least 1, got 0"),
+        (("-a", "999"), "-a/--unix-mask: expected octal permissions"),
+        (("-B", "foo"), "'foo' is not one of 'auto', 'ascii', 'binary'"),
+        (("-S", "-B", "ascii"), "SASL"),
+        (("-Y", "/dev/null", "-B", "binary"), "ASCII authentication"),
+        (("-Y", "/dev/null", "-U", "11311"), "UDP cannot be used with ASCII authentication"),
+        (("-S", "-U", "11311"), "UDP cannot be used with SASL"),
+    ],
+)
+def test_network_flag_errors_are_one_line(args: tuple[str, ...], needle: str) -> None:
+    """memcached refuses these too (-R 0, -B foo, -S with -B ascii, -Y with -B binary, -U with
+    -Y or -S), each with one line and a non-zero status."""
+    proc = run_cli(*args, "--print-config")
     assert proc.returncode == 2
-    assert "-o frobnicate: unknown extended option" in one_error_line(proc)
-    ok = run_cli("-o", "modern,slab_reassign,idle_timeout=3", "--print-config")
-    assert ok.returncode == 0 and "idle_timeout = 3" in ok.stdout
-    assert "-o modern" in ok.stderr  # warned, not silently ignored
+    assert needle in one_error_line(proc)
+
+
+def test_extended_options_set_warn_or_stop() -> None:
+    """memcached's -o: options with a meaning here set it; its tuning options get one warning
+    each (however often given); an unknown one stops the server with one line naming it, as
+    memcached's ``Illegal suboption "..."`` (exit 1) does."""
+    c = printed_config("-o", "idle_timeout=9,ssl_chain_cert=/c.pem,ssl_key=/k.pem")
+    assert (c.server.idle_timeout, c.server.ssl_chain_cert, c.server.ssl_key) == (
+        9,
+        "/c.pem",
+        "/k.pem",
+    )
+    proc = run_cli(
+        "-o", "no_modern,slab_chunk_max=512,hash_algorithm=murmur3",
+        "-o", "no_modern,ext_path=/x:1G,ssl_min_version=2",
+        "--print-config",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 4, proc.stderr
+    for name in ("no_modern", "slab_chunk_max", "hash_algorithm", "ext_path"):
+        assert sum(f"-o {name}:" in w for w in warnings) == 1, name
+    for bad, needle in (
+        ("frobnicate=1", "-o frobnicate=1: illegal suboption"),
+        ("lru_segmented", "-o lru_segmented: illegal suboption"),
+        ("ssl_verify_mode=2", "client certificates are not supported"),
+        ("ssl_ca_cert=/ca.pem", "is not supported"),
+    ):
+        proc = run_cli("-o", bad, "--print-config")
+        assert proc.returncode == 2
+        assert needle in one_error_line(proc)
+
+
+@pytest.mark.skipif(not MEMCACHED_BIN, reason="memcached is not installed")
+def test_unknown_extended_option_as_memcached_refuses_it() -> None:
+    """The oracle for the test above: one line naming the option, a non-zero status."""
+    assert MEMCACHED_BIN is not None
+    argv = [MEMCACHED_BIN, "-p", "0", "-U", "0", "-o", "frobnicate=1"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv += ["-u", "root"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == 'Illegal suboption "frobnicate=1"'
 
 
 def test_port_in_use() -> None:
@@ -276,6 +344,36 @@ def test_daemon_detaches_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 
 @posix_only
+@pytest.mark.parametrize("engine", ENGINES)
+def test_daemon_pid_file_holds_the_serving_process(tmp_path: Path, engine: str) -> None:
+    """-d -P: the pid file holds the daemon's pid (after the forks), the process that serves:
+    its ``stats`` pid is the same, and SIGTERM to it stops the server and removes the file."""
+    port = free_port()
+    pid_file = tmp_path / "d.pid"
+    proc = run_cli("-d", "-P", str(pid_file), "-p", str(port), "--engine", engine)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(pid_file.read_text())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            stats = exchange(s, b"stats\r\n", until=b"END\r\n")
+        assert f"STAT pid {pid}\r\n".encode() in stats
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not pid_file.exists())
+    assert wait_until(lambda: not port_accepts(port))
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert wait_until(gone)
+
+
+@posix_only
 def test_daemon_reports_startup_errors_to_the_launcher(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
@@ -326,8 +424,8 @@ def test_verbose_flag_enables_debug_cache_logs() -> None:
 
 
 def test_start_failure_is_reported_by_the_helper() -> None:
-    with pytest.raises(Exception, match="UDP is not supported"):
-        start_ratmemcached("-U", "1", ready_timeout=10)
+    with pytest.raises(Exception, match="expected an integer of at least 1"):
+        start_ratmemcached("-R", "0", ready_timeout=10)
 
 
 # -- logging setup (what the CLI installs), in process ------------------------------------------

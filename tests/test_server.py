@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import socket
+import stat
+import subprocess
 import sys
 import threading
 import time
@@ -26,11 +29,14 @@ from ratmemcache.client import (
 )
 from servers import (
     ENGINES,
+    MEMCACHED,
     ServerProcess,
     exchange,
+    free_port,
     memcached,
     ratmemcached,
     requires_memcached,
+    wait_for_unix,
 )
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
@@ -204,21 +210,50 @@ def test_large_value_does_not_stall_other_clients(shared: ServerProcess) -> None
 
 
 @each_engine
-def test_unix_socket(tmp_path: Path, engine: str) -> None:
+def test_unix_socket_alone(tmp_path: Path, engine: str) -> None:
+    """memcached's -s: the unix socket, with -a's permissions, and no TCP or UDP at all."""
     if sys.platform == "win32":
         pytest.skip("POSIX only")
     path = tmp_path / "r.sock"
-    with ratmemcached("-s", str(path), engine=engine) as srv:
+    udp = free_port()
+    with ratmemcached("-a", "0750", "-U", str(udp), engine=engine, unix_socket=path) as srv:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o750
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
             s.connect(str(path))
             assert exchange(s, b"set u 0 0 1\r\nz\r\nget u\r\n", until=b"END\r\n") == (
                 b"STORED\r\nVALUE u 0 1\r\nz\r\nEND\r\n"
             )
-        with srv.connect() as s:  # TCP serves the same cache
-            assert exchange(s, b"get u\r\n", until=b"END\r\n") == b"VALUE u 0 1\r\nz\r\nEND\r\n"
+            settings = exchange(s, b"stats settings\r\n", until=b"END\r\n")
+        assert f"STAT domain_socket {path}\r\n".encode() in settings
+        assert b"STAT umask 750\r\n" in settings
+        # nothing listens on the would-be TCP port, nor on UDP
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(srv.address, timeout=5).close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", udp))
     assert srv.returncode == 0
     assert not path.exists()  # removed on exit
+
+
+@requires_memcached
+def test_unix_socket_alone_as_memcached(tmp_path: Path) -> None:
+    """memcached -s -a: the same (the oracle for the test above)."""
+    path = tmp_path / "m.sock"
+    assert MEMCACHED is not None
+    argv = [MEMCACHED, "-s", str(path), "-a", "0750", "-p", str(free_port())]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv += ["-u", "root"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_unix(path, proc, 10)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o750
+        port = int(argv[argv.index("-p") + 1])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # -- limits -----------------------------------------------------------------------------------

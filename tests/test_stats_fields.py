@@ -35,8 +35,6 @@ IDLE_MACHINERY = {
     "read_buf_oom",
     "reserved_fds",
     "get_flushed",
-    "listen_disabled_num",
-    "time_in_listen_disabled_us",
     "hash_is_expanding",
     "slab_reassign_rescues",
     "slab_reassign_chunk_rescues",

@@ -116,19 +116,22 @@ def test_tls_without_a_certificate_is_one_line(tmp_path: Path, engine: str) -> N
 
 
 @needs_openssl
-def test_native_tls_on_tcp_leaves_the_unix_socket_plain(
-    cert: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tls_leaves_the_unix_socket_plain(
+    cert: tuple[Path, Path], tmp_path: Path, engine: str
 ) -> None:
-    """As memcached's: TLS applies to TCP listeners; a unix socket is local and stays plain."""
+    """As memcached's: TLS applies to TCP listeners; a unix socket (which, as memcached's -s,
+    turns TCP off) is local and stays plain."""
     import socket
 
     crt, key = cert
     path = tmp_path / "mc.sock"
     opts = f"ssl_chain_cert={crt},ssl_key={key}"
-    with ratmemcached("-Z", "-o", opts, "-s", str(path), engine="native") as srv:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(path))
-            s.sendall(b"version\r\n")
-            assert s.recv(100).startswith(b"VERSION ")
-        assert exercise(srv.address, crt)[1] == b"over tls"
+    with (
+        ratmemcached("-Z", "-o", opts, engine=engine, unix_socket=path),
+        socket.socket(socket.AF_UNIX) as s,
+    ):
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"version\r\n")
+        assert s.recv(100).startswith(b"VERSION ")

@@ -33,43 +33,74 @@ DAEMON_POSIX_ONLY = (
     "e.g. as a service"
 )
 
-# memcached -o options that tune its own slab allocator, LRU threads or extstore: accepted with a
-# warning, so an existing memcached command line keeps working.
-_MEMCACHED_ONLY_EXTENDED = {
-    "modern",
-    "no_modern",
-    "maxconns_fast",
-    "no_maxconns_fast",
-    "hashpower",
-    "tail_repair_time",
-    "lru_crawler",
-    "no_lru_crawler",
-    "lru_maintainer",
-    "no_lru_maintainer",
-    "lru_segmented",
-    "no_lru_segmented",
-    "hot_lru_pct",
-    "warm_lru_pct",
-    "hot_max_factor",
-    "warm_max_factor",
-    "temporary_ttl",
-    "slab_reassign",
-    "slab_automove",
-    "slab_automove_ratio",
-    "slab_automove_window",
-    "slab_chunk_max",
-    "hash_algorithm",
-    "watcher_logbuf_size",
-    "worker_logbuf_size",
-    "track_sizes",
-    "no_inline_ascii_resp",
-    "inline_ascii_resp",
-    "read_buf_mem_limit",
-    "no_hashexpand",
-    "lru_crawler_sleep",
-    "lru_crawler_tocrawl",
-    "resp_obj_mem_limit",
-}
+# memcached 1.6.18's -o options (memcached.c's subopts_tokens, checked against the binary) that
+# tune its own slab allocator, hash table, LRU threads, logger, privileges or extstore: accepted
+# with one warning each, so an existing memcached command line keeps working.
+_MEMCACHED_ONLY_EXTENDED = frozenset(
+    {
+        "maxconns_fast",  # over -c a connection is always told and closed (maxconns_fast's way)
+        "no_maxconns_fast",
+        "hashpower",
+        "tail_repair_time",
+        "hash_algorithm",
+        "lru_crawler",
+        "no_lru_crawler",
+        "lru_crawler_sleep",
+        "lru_crawler_tocrawl",
+        "lru_maintainer",
+        "no_lru_maintainer",
+        "hot_lru_pct",
+        "warm_lru_pct",
+        "hot_max_factor",
+        "warm_max_factor",
+        "temporary_ttl",
+        "watcher_logbuf_size",
+        "worker_logbuf_size",
+        "slab_sizes",
+        "slab_chunk_max",
+        "track_sizes",
+        "no_inline_ascii_resp",
+        "inline_ascii_resp",
+        "modern",
+        "no_modern",
+        "no_chunked_items",
+        "slab_reassign",
+        "no_slab_reassign",
+        "slab_automove",
+        "no_slab_automove",
+        "slab_automove_ratio",
+        "slab_automove_window",
+        "slab_automove_freeratio",
+        "read_buf_mem_limit",
+        "resp_obj_mem_limit",
+        "no_hashexpand",
+        "drop_privileges",
+        "no_drop_privileges",
+        "sock_cookie_id",
+        # TLS tuning that changes no guarantee
+        "ssl_wbuf_size",
+        "ssl_session_cache",
+        "ssl_kernel_tls",
+        # extstore
+        "ext_path",
+        "ext_page_size",
+        "ext_wbuf_size",
+        "ext_threads",
+        "ext_io_depth",
+        "ext_item_size",
+        "ext_item_age",
+        "ext_low_ttl",
+        "ext_drop_unread",
+        "ext_recache_rate",
+        "ext_compact_under",
+        "ext_drop_under",
+        "ext_max_frag",
+        "ext_max_sleep",
+    }
+)
+
+#: The -o options that set something here.
+_EXTENDED_SETTINGS = ("idle_timeout", "ssl_chain_cert", "ssl_key")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -78,31 +109,78 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _extended_overrides(items: tuple[str, ...], log: logging.Logger) -> dict[str, Any]:
-    """memcached's ``-o key=value,key2`` list; ``idle_timeout`` is the one that means something."""
+    """memcached's ``-o key=value,key2`` list.
+
+    ``idle_timeout``, ``ssl_chain_cert`` and ``ssl_key`` set their ``[server]`` keys; TLS options
+    whose guarantee can't be given here (client certificates, a cipher list, a TLS 1.3 minimum)
+    stop the server; memcached's tuning options get one warning each; anything else stops the
+    server with one line, as memcached does (``Illegal suboption``).
+    """
     out: dict[str, Any] = {}
+    warned: set[str] = set()
     for item in items:
         for part in item.split(","):
             part = part.strip()
             if not part:
                 continue
             key, _, value = part.partition("=")
-            key = key.strip()
+            key, value = key.strip(), value.strip()
             if key in ("ssl_chain_cert", "ssl_key"):
-                if not value.strip():
+                if not value:
                     _fail(f"-o {key}: expected a file path")
-                out[f"server.{key}|-o {key}"] = value.strip()
+                out[f"server.{key}|-o {key}"] = value
             elif key == "idle_timeout":
-                if not value.strip().isdigit():
+                if not value.isdigit():
                     _fail(f"-o idle_timeout: expected a whole number of seconds, got {value!r}")
                 out["server.idle_timeout|-o idle_timeout"] = int(value)
-            elif key in _MEMCACHED_ONLY_EXTENDED or key.startswith("ext_"):
-                log.warning("-o %s: a memcached tuning option with no effect here; ignored", key)
+            elif key in _TLS_REFUSED:
+                refusal = _TLS_REFUSED[key](value)
+                if refusal:
+                    _fail(f"-o {part}: {refusal}")
+            elif key in _MEMCACHED_ONLY_EXTENDED:
+                if key not in warned:
+                    warned.add(key)
+                    log.warning(
+                        "-o %s: a memcached tuning option with no effect here; ignored", key
+                    )
             else:
                 _fail(
-                    f"-o {key}: unknown extended option "
-                    "(supported: idle_timeout, ssl_chain_cert, ssl_key)"
+                    f"-o {part}: illegal suboption (memcached's; supported here: "
+                    f"{', '.join(_EXTENDED_SETTINGS)}, and its tuning options are ignored)"
                 )
     return out
+
+
+def _tls_keyformat(value: str) -> str | None:
+    return None if value.upper() in ("PEM", "0", "") else "only PEM keys are supported"
+
+
+def _tls_verify_mode(value: str) -> str | None:
+    if value in ("0", ""):
+        return None
+    return "client certificates are not supported (only ssl_verify_mode=0)"
+
+
+def _tls_min_version(value: str) -> str | None:
+    # 0-2 (TLS 1.0 to 1.2): TLS 1.2 is the minimum here anyway, at least as strict.
+    if value in ("0", "1", "2", ""):
+        return None
+    return "a TLS 1.3 minimum is not supported (TLS 1.2 and up are served)"
+
+
+def _tls_unsupported(what: str) -> Any:
+    return lambda _value: f"{what} is not supported"
+
+
+#: memcached's TLS options that promise something this server does not do: refused (with the
+#: reason) unless their value asks for nothing more than what is served.
+_TLS_REFUSED: dict[str, Any] = {
+    "ssl_keyformat": _tls_keyformat,
+    "ssl_verify_mode": _tls_verify_mode,
+    "ssl_min_version": _tls_min_version,
+    "ssl_ca_cert": _tls_unsupported("verifying client certificates (ssl_ca_cert)"),
+    "ssl_ciphers": _tls_unsupported("choosing the cipher list"),
+}
 
 
 @contextlib.contextmanager
@@ -212,7 +290,16 @@ def _absolute(config: Config) -> None:
 @click.option("--bind", help="Address to listen on: host or host:port (default 127.0.0.1:11211).")
 @click.option("-l", "--listen", help="Interface to listen on (memcached -l).")
 @click.option("-p", "--port", type=int, help="TCP port (default 11211; 0 picks a free one).")
-@click.option("-s", "--unix-socket", help="Also listen on this unix socket (POSIX).")
+@click.option(
+    "-s",
+    "--unix-socket",
+    help="Listen on this unix socket only: no TCP, no UDP, as memcached -s (POSIX).",
+)
+@click.option(
+    "-a",
+    "--unix-mask",
+    help="Permissions of the unix socket, in octal (default 0700), as memcached -a.",
+)
 @click.option(
     "-m", "--memory-limit", help="Item memory in megabytes, like memcached (or a size: 1GB)."
 )
@@ -224,7 +311,25 @@ def _absolute(config: Config) -> None:
     help='I/O engine: "native" (Rust, multi-threaded; the default) or "anyio" (Python).',
 )
 @click.option("-I", "--max-item-size", help="Largest item, e.g. 1m (default), 2m, 128m.")
-@click.option("-U", "--udp-port", type=int, help="UDP port: only 0 (off) is supported.")
+@click.option(
+    "-U",
+    "--udp-port",
+    type=int,
+    help="Serve memcached's UDP protocol on this port (0: off, default).",
+)
+@click.option(
+    "-B",
+    "--protocol",
+    "binding_protocol",
+    type=click.Choice(["auto", "ascii", "binary"]),
+    help="Protocols clients may speak, as memcached -B (default auto).",
+)
+@click.option(
+    "-R",
+    "--max-reqs-per-event",
+    type=int,
+    help="Pipelined requests answered per read before yielding (default 20), as memcached -R.",
+)
 @click.option("-b", "--listen-backlog", type=int, help="Listen backlog (default 1024).")
 @click.option("-F", "--disable-flush-all", is_flag=True, help="Refuse flush_all.")
 @click.option(
@@ -248,7 +353,11 @@ def _absolute(config: Config) -> None:
     help='The SASL users: a file of "user:password" lines (default: $MEMCACHED_SASL_PWDB).',
 )
 @click.option(
-    "-o", "--extended", multiple=True, help="memcached extended options: idle_timeout=SECONDS."
+    "-o",
+    "--extended",
+    multiple=True,
+    help="memcached extended options: idle_timeout=SECONDS, ssl_chain_cert=FILE, ssl_key=FILE; "
+    "memcached's tuning options are accepted with a warning, unknown ones refused.",
 )
 @click.option("-v", "--verbose", count=True, help="-v: info logging; -vv: debug logging.")
 @click.option("-d", "--daemon", is_flag=True, help="Detach into the background (POSIX only).")
@@ -276,12 +385,15 @@ def cli(
     listen: str | None,
     port: int | None,
     unix_socket: str | None,
+    unix_mask: str | None,
     memory_limit: str | None,
     conn_limit: int | None,
     threads: int | None,
     engine: str | None,
     max_item_size: str | None,
     udp_port: int | None,
+    binding_protocol: str | None,
+    max_reqs_per_event: int | None,
     listen_backlog: int | None,
     disable_flush_all: bool,
     disable_evictions: bool,
@@ -303,10 +415,6 @@ def cli(
     """ratmemcached: a memcached-compatible cache server with a Rust core."""
     from ratmemcache import logsetup
 
-    if udp_port not in (None, 0):
-        _fail(
-            f"-U {udp_port}: UDP is not supported (memcached disables it by default too); use -U 0"
-        )
     if daemon and sys.platform == "win32":
         _fail(DAEMON_POSIX_ONLY)
 
@@ -328,6 +436,14 @@ def cli(
                 overrides["server.port|-p/--port"] = port
             if unix_socket is not None:
                 overrides["server.unix_socket|-s/--unix-socket"] = unix_socket
+            if unix_mask is not None:
+                overrides["server.unix_socket_mask|-a/--unix-mask"] = unix_mask
+            if udp_port is not None:
+                overrides["server.udp_port|-U/--udp-port"] = udp_port
+            if binding_protocol is not None:
+                overrides["server.binding_protocol|-B/--protocol"] = binding_protocol
+            if max_reqs_per_event is not None:
+                overrides["server.reqs_per_event|-R/--max-reqs-per-event"] = max_reqs_per_event
             if memory_limit is not None:
                 text = memory_limit.strip()
                 mb = int(text) * (1 << 20) if text.isdigit() else _size_flag(text, "-m")

@@ -164,8 +164,9 @@ class Spec:
     """How one setting is read, checked, printed and documented.
 
     ``kind`` is one of: ``size``, ``int``, ``seconds``, ``bool``, ``str``, ``path`` (an optional
-    string), ``choice`` (a string matched case-insensitively, ignoring ``-``, ``_`` and spaces,
-    against ``choices``, which maps accepted spellings to the canonical value).
+    string), ``mode`` (file permissions: an integer, ``0o700`` in TOML, or a string of octal
+    digits, ``"0700"``), ``choice`` (a string matched case-insensitively, ignoring ``-``, ``_``
+    and spaces, against ``choices``, which maps accepted spellings to the canonical value).
     """
 
     kind: str
@@ -183,6 +184,7 @@ class Spec:
             "bool": "true or false",
             "str": "a string",
             "path": "a path (string)",
+            "mode": 'octal permissions (0o700, or a string like "0700")',
             "choice": "one of " + ", ".join(sorted(set((self.choices or {}).values()))),
         }[self.kind]
         bounds = _bounds_text(self)
@@ -191,6 +193,8 @@ class Spec:
 
 def _bounds_text(spec: Spec) -> str:
     def show(v: float) -> str:
+        if spec.kind == "mode":
+            return f"{int(v):04o}"
         if spec.kind == "size":
             s = format_size(int(v))
             return s if isinstance(s, str) else f"{s} bytes"
@@ -234,6 +238,13 @@ WRITE_STRATEGY_CHOICES: dict[str, str] = {
 SYNC_CHOICES: dict[str, str] = {"always": "always", "periodic": "periodic", "never": "never"}
 CORRUPTION_CHOICES: dict[str, str] = {"fail": "fail", "reset": "reset"}
 ENGINE_CHOICES: dict[str, str] = {"anyio": "anyio", "native": "native"}
+BINDING_CHOICES: dict[str, str] = {"auto": "auto", "ascii": "ascii", "binary": "binary"}
+#: memcached's ``stats settings`` name of each ``-B`` choice.
+BINDING_STATS_NAMES: dict[str, str] = {
+    "auto": "auto-negotiate",
+    "ascii": "ascii",
+    "binary": "binary",
+}
 LEVEL_CHOICES: dict[str, str] = {
     "trace": "trace",
     "debug": "debug",
@@ -273,7 +284,42 @@ class ServerConfig(Section):
         maximum=65535,
     )
     unix_socket: str | None = setting(
-        None, "path", "Also listen on this unix socket path (memcached -s). POSIX only."
+        None,
+        "path",
+        "Listen on this unix socket path only (memcached -s): TCP (bind, port) and UDP "
+        "(udp_port) are then off, as memcached's -s turns network support off. POSIX only.",
+    )
+    unix_socket_mask: int = setting(
+        0o700,
+        "mode",
+        "Permissions of the unix socket (memcached -a), in octal: 0o700 lets only the owner "
+        "connect.",
+        minimum=0,
+        maximum=0o777,
+    )
+    udp_port: int = setting(
+        0,
+        "int",
+        "Serve memcached's UDP protocol on this port, on the bind address (memcached -U). "
+        "0 = off, memcached's default since 1.5.6.",
+        minimum=0,
+        maximum=65535,
+    )
+    binding_protocol: str = setting(
+        "auto",
+        "choice",
+        "The protocols clients may speak (memcached -B): auto (a first byte of 0x80 is binary, "
+        "anything else text), ascii (text only: a binary request is read as a text line) or "
+        "binary (a text request closes the connection).",
+        choices=BINDING_CHOICES,
+    )
+    reqs_per_event: int = setting(
+        20,
+        "int",
+        "memcached -R: a connection's read answers at most this many pipelined requests (one "
+        "more on a fresh read) before its replies are sent and other connections get a turn "
+        "(counted in stats conn_yields).",
+        minimum=1,
     )
     max_connections: int = setting(
         1024,
@@ -742,6 +788,27 @@ class Config:
                 f"[server] detail_delimiter: expected one printable character, "
                 f"got {s.detail_delimiter!r}"
             )
+        if s.binding_protocol == "ascii" and s.sasl:
+            raise ConfigError(
+                '[server] binding_protocol = "ascii": SASL (sasl = true, -S) needs the binary '
+                "protocol (memcached: You cannot allow the ASCII protocol while using SASL)"
+            )
+        if s.binding_protocol == "binary" and s.auth_file:
+            raise ConfigError(
+                '[server] binding_protocol = "binary": ASCII authentication (auth_file, -Y) needs '
+                "the text protocol (memcached: You cannot allow the BINARY protocol while using "
+                "ascii authentication tokens)"
+            )
+        if s.udp_port and s.auth_file:
+            raise ConfigError(
+                "[server] udp_port: UDP cannot be used with ASCII authentication (auth_file, -Y); "
+                "set udp_port = 0 (-U 0), as memcached requires"
+            )
+        if s.udp_port and s.sasl:
+            raise ConfigError(
+                "[server] udp_port: UDP cannot be used with SASL authentication (sasl, -S); set "
+                "udp_port = 0 (-U 0), as memcached requires"
+            )
         if self.l1.shards and self.l1.shards & (self.l1.shards - 1):
             raise ConfigError(f"[l1] shards: expected a power of two or 0, got {self.l1.shards}")
         a = self.admin
@@ -795,6 +862,8 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def _to_toml_value(spec: Spec, value: Any) -> Any:
+    if spec.kind == "mode":
+        return f"{int(value):04o}"
     if spec.kind == "size":
         return format_size(int(value))
     if spec.kind == "seconds":
@@ -843,6 +912,16 @@ def _coerce(spec: Spec, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad()
         out = value
+    elif spec.kind == "mode":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise bad()
+        if isinstance(value, str):
+            digits = value.strip().lower().removeprefix("0o")
+            if not digits or any(c not in "01234567" for c in digits):
+                raise bad()
+            out = int(digits, 8)
+        else:
+            out = value
     elif spec.kind == "seconds":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise bad()
@@ -1089,10 +1168,13 @@ def build_cache(config: Config) -> Cache:
     )
 
 
-def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str]:
+def engine_settings(
+    config: Config, *, port: int | None = None, udp_port: int | None = None
+) -> dict[str, str]:
     """What ``stats settings`` reports beyond the engine's own fields, by memcached's names.
 
-    ``port`` is the port actually bound (it differs from the config when that says 0).
+    ``port`` and ``udp_port`` are the ports actually bound (they differ from the config when it
+    says 0); as in memcached, the configured ones are shown when -s turned the network off.
     """
     s = config.server
 
@@ -1103,14 +1185,15 @@ def engine_settings(config: Config, *, port: int | None = None) -> dict[str, str
         "maxbytes": str(config.l1.max_memory),
         "maxconns": str(s.max_connections),
         "tcpport": str(s.port if port is None else port),
-        "udpport": "0",
+        "udpport": str(s.udp_port if udp_port is None else udp_port),
         "inter": s.bind,
         "domain_socket": s.unix_socket or "NULL",
-        "umask": "700",
+        "umask": f"{s.unix_socket_mask:o}",
         "shutdown_command": yes(s.allow_shutdown),
         "num_threads": str(config.performance.worker_threads),
+        "reqs_per_event": str(s.reqs_per_event),
         "tcp_backlog": str(s.backlog),
-        "binding_protocol": "auto-negotiate",
+        "binding_protocol": BINDING_STATS_NAMES[s.binding_protocol],
         "auth_enabled_sasl": yes(s.sasl),
         "auth_enabled_ascii": yes(s.auth_file is not None),
         "item_size_max": str(s.max_item_size),
@@ -1189,7 +1272,9 @@ def build_tls_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> Engine:
+def build_engine(
+    config: Config, cache: Cache, *, port: int | None = None, udp_port: int | None = None
+) -> Engine:
     """The protocol engine shared by every connection of one server."""
     from ratmemcache._core import Engine
 
@@ -1202,9 +1287,11 @@ def build_engine(config: Config, cache: Cache, *, port: int | None = None) -> En
         allow_shutdown=config.server.allow_shutdown,
         allow_verbosity=config.server.allow_verbosity,
         prefix_delimiter=config.server.detail_delimiter,
-        settings=engine_settings(config, port=port),
+        settings=engine_settings(config, port=port, udp_port=udp_port),
         auth=auth,
         sasl=sasl,
+        binding_protocol=config.server.binding_protocol,
+        reqs_per_event=config.server.reqs_per_event,
     )
 
 

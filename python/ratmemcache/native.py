@@ -100,11 +100,17 @@ class NativeHandle:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
+        """The TCP listeners' addresses (none with a unix socket)."""
         return self.server.addresses
 
     @property
+    def udp_addresses(self) -> list[tuple[str, int]]:
+        """The UDP sockets' addresses (``[server] udp_port``)."""
+        return self.server.udp_addresses
+
+    @property
     def port(self) -> int:
-        """The TCP port actually bound (useful with port 0)."""
+        """The TCP port actually bound (useful with port 0); 0 with only a unix socket."""
         return self.server.port
 
     @property
@@ -243,17 +249,22 @@ def start_native(
     config.check_available()
     s = config.server
     sw = switches if switches is not None else LogSwitches.from_config(config.logging)
-    try:
-        hosts = _resolve(s.bind, s.port)
-    except OSError as e:
-        raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+    hosts: list[str] = []
     if s.unix_socket:
+        # memcached's -s: the unix socket alone, no TCP and no UDP.
         check_unix_path(s.unix_socket)
+    else:
+        try:
+            hosts = _resolve(s.bind, s.port)
+        except OSError as e:
+            raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
     try:
         server = NativeServer(
             hosts,
             s.port,
             unix_socket=s.unix_socket,
+            unix_socket_mask=s.unix_socket_mask,
+            udp_port=s.udp_port or None,
             backlog=s.backlog,
             worker_threads=config.performance.worker_threads,
             max_connections=s.max_connections,
@@ -267,6 +278,8 @@ def start_native(
     except ValueError as e:  # the certificate or key (the other arguments are validated)
         raise ConfigError(f"[server] ssl_chain_cert / ssl_key: cannot load {e}") from None
     except OSError as e:
+        if e.errno is None and str(e).startswith("cannot serve UDP"):
+            raise ServerStartError(str(e).replace(" (os error", " (errno", 1)) from None
         if e.filename is not None:
             raise ServerStartError(
                 f"cannot listen on unix socket {e.filename}: {e.strerror or e}"
@@ -280,7 +293,12 @@ def start_native(
                 cache = build_cache(config)
             except PersistenceError as e:
                 raise ServerStartError(str(e)) from None
-        engine = build_engine(config, cache, port=server.port)
+        engine = build_engine(
+            config,
+            cache,
+            port=server.port or None,
+            udp_port=server.udp_addresses[0][1] if server.udp_addresses else None,
+        )
         if config.admin.http_port:
             from ratmemcache.admin import start_admin
 
@@ -304,9 +322,11 @@ def start_native(
 
 def _log_startup(handle: NativeHandle, *, given_cache: bool) -> None:
     cfg = handle.config
-    where = ", ".join(_format_addr(h, p) for h, p in handle.addresses)
-    if handle.unix_socket:
-        where += f", unix:{handle.unix_socket}"
+    where = ", ".join(
+        [_format_addr(h, p) for h, p in handle.addresses]
+        + [f"udp:{_format_addr(h, p)}" for h, p in handle.udp_addresses]
+        + ([f"unix:{handle.unix_socket}"] if handle.unix_socket else [])
+    )
     log.info(
         "ratmemcached listening on %s (io_engine=native, worker_threads=%d, max_memory=%s, "
         "eviction=%s, max_connections=%d)",

@@ -27,12 +27,14 @@ import socket
 import ssl
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from ratmemcache.config import (
@@ -71,6 +73,8 @@ perf_log = logging.getLogger(PERF_LOGGER)
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 #: How often the performance log reports throughput.
 PERF_REPORT_SECONDS = 60.0
+#: How long an accept loop pauses after a transient accept() failure (out of file descriptors).
+ACCEPT_RETRY_PAUSE = 0.05
 
 #: The signals that stop the server gracefully (a second one forces the stop). Windows has no
 #: SIGTERM that one process can send another (``TerminateProcess`` kills outright), so there
@@ -134,8 +138,10 @@ class Server:
         self.shutdown_reason = ""
         self.forced = False
         self._pending_signals: list[int] = []
-        #: (host, port) of every TCP listener, once started.
+        #: (host, port) of every TCP listener, once started (none with a unix socket).
         self.addresses: list[tuple[str, int]] = []
+        #: (host, port) of every UDP socket (``[server] udp_port``), once started.
+        self.udp_addresses: list[tuple[str, int]] = []
         self.unix_socket: str | None = None
 
     # -- read-only views ------------------------------------------------------------------------
@@ -154,10 +160,10 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The TCP port actually bound (useful with port 0)."""
-        if not self.addresses:
+        """The TCP port actually bound (useful with port 0); 0 with only a unix socket."""
+        if self._engine is None:
             raise RuntimeError("the server has not started yet")
-        return self.addresses[0][1]
+        return self.addresses[0][1] if self.addresses else 0
 
     @property
     def connection_count(self) -> int:
@@ -222,9 +228,18 @@ class Server:
             except PersistenceError as e:
                 raise ServerStartError(str(e)) from None
         listeners: list[anyio.abc.SocketListener] = []
+        udp: list[anyio.abc.UDPSocket] = []
         try:
+            # UDP first: once the TCP port accepts, UDP is served too (clients and tests take an
+            # accepting port to mean "ready").
+            udp = await self._open_udp()
             listeners = await self._open_listeners()
-            self._engine = build_engine(cfg, self._cache, port=self.addresses[0][1])
+            self._engine = build_engine(
+                cfg,
+                self._cache,
+                port=self.addresses[0][1] if self.addresses else None,
+                udp_port=self.udp_addresses[0][1] if self.udp_addresses else None,
+            )
             self._tls = build_tls_context(cfg)
             self._log_startup()
             if cfg.admin.http_port:
@@ -255,11 +270,15 @@ class Server:
                 async with anyio.create_task_group() as accept_tg:
                     for listener in listeners:
                         accept_tg.start_soon(self._accept_loop, listener, conn_tg, options)
+                    for sock in udp:
+                        accept_tg.start_soon(self._udp_loop, sock, options)
                     task_status.started(self)
                     await self._shutdown.wait()
                     accept_tg.cancel_scope.cancel()
                 await _close_all(listeners)
                 listeners = []
+                await _close_all(udp)
+                udp = []
                 if self.switches.audit:
                     audit_log.info(
                         "shutting down (%s): stopped accepting; %d connection(s) open",
@@ -275,6 +294,7 @@ class Server:
                 self.admin.stop()
                 self.admin = None
             await _close_all(listeners)
+            await _close_all(udp)
             self._remove_unix_socket()
             if own_cache and self._cache is not None:
                 # Ours to close: commits the L2 durably (and, with write_back, writes the L1 down)
@@ -282,13 +302,13 @@ class Server:
                 self._cache.close()
 
     async def _open_listeners(self) -> list[anyio.abc.SocketListener]:
-        """The unix socket first, TCP last: once the TCP port accepts, every listener does
-        (clients and tests take an accepting port to mean "ready")."""
+        """The TCP listeners, or with ``[server] unix_socket`` that socket alone (memcached's
+        -s turns TCP and UDP off)."""
         s = self.config.server
-        listeners: list[anyio.abc.SocketListener] = []
         self.addresses = []
         if s.unix_socket:
-            listeners.append(await self._open_unix(s.unix_socket))
+            return [await self._open_unix(s.unix_socket)]
+        listeners: list[anyio.abc.SocketListener] = []
         try:
             multi = await anyio.create_tcp_listener(
                 local_host=s.bind, local_port=s.port, backlog=s.backlog
@@ -303,12 +323,68 @@ class Server:
             self.addresses.append((str(addr[0]), int(addr[1])))
         return tcp + listeners
 
+    async def _open_udp(self) -> list[anyio.abc.UDPSocket]:
+        """A UDP socket on each address of ``[server] bind`` (``udp_port``, memcached -U)."""
+        s = self.config.server
+        self.udp_addresses = []
+        if not s.udp_port or s.unix_socket:
+            return []
+        try:
+            infos = await anyio.getaddrinfo(
+                s.bind or None,
+                s.udp_port,
+                type=socket.SOCK_DGRAM,
+                flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG,
+            )
+        except OSError as e:
+            raise ServerStartError(_bind_error(e, s.bind, s.udp_port)) from None
+        hosts = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+        socks: list[anyio.abc.UDPSocket] = []
+        for host in hosts:
+            try:
+                sock = await anyio.create_udp_socket(local_host=host, local_port=s.udp_port)
+            except OSError as e:
+                await _close_all(socks)
+                raise ServerStartError(
+                    _bind_error(e, host, s.udp_port).replace("listen on", "serve UDP on", 1)
+                ) from None
+            addr = sock.extra(SocketAttribute.local_address)
+            self.udp_addresses.append((str(addr[0]), int(addr[1])))
+            socks.append(sock)
+        return socks
+
+    async def _udp_loop(self, sock: anyio.abc.UDPSocket, options: ConnectionOptions) -> None:
+        """memcached's UDP protocol: each datagram is one request, answered by the engine."""
+        engine = self.engine
+        while True:
+            try:
+                data, peer = await sock.receive()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError:  # an ICMP error for an earlier reply: the socket is fine
+                continue
+            try:
+                if options.always_offload:
+                    replies = await anyio.to_thread.run_sync(
+                        engine.serve_datagram, data, limiter=options.limiter
+                    )
+                else:
+                    replies = engine.serve_datagram(data)
+            except Exception:  # a bug (a Rust panic): lose this datagram, not the server
+                log.exception("a UDP request from %s failed; not answered", peer)
+                continue
+            for d in replies:
+                try:
+                    await sock.sendto(d, *peer[:2])
+                except OSError:  # a reply the peer can't take is lost, as UDP replies are
+                    break
+
     async def _open_unix(self, path: str) -> anyio.abc.SocketListener:
         check_unix_path(path)
         p = Path(path)
         try:
             listener = await anyio.create_unix_listener(
-                p, mode=0o700, backlog=self.config.server.backlog
+                p, mode=self.config.server.unix_socket_mask, backlog=self.config.server.backlog
             )
         except OSError as e:
             raise ServerStartError(f"cannot listen on unix socket {p}: {e.strerror or e}") from None
@@ -323,9 +399,11 @@ class Server:
 
     def _log_startup(self) -> None:
         cfg = self.config
-        where = ", ".join(_format_addr(h, p) for h, p in self.addresses)
-        if self.unix_socket:
-            where += f", unix:{self.unix_socket}"
+        where = ", ".join(
+            [_format_addr(h, p) for h, p in self.addresses]
+            + [f"udp:{_format_addr(h, p)}" for h, p in self.udp_addresses]
+            + ([f"unix:{self.unix_socket}"] if self.unix_socket else [])
+        )
         log.info(
             "ratmemcached listening on %s (max_memory=%s, eviction=%s, max_connections=%d)",
             where,
@@ -378,7 +456,10 @@ class Server:
             except OSError as e:
                 if e.errno in _TRANSIENT_ACCEPT:
                     log.warning("accept() failed (%s); retrying", e.strerror or e)
-                    await anyio.sleep(0.05)
+                    # Accepting is paused meanwhile: memcached's "listen disabled".
+                    paused = time.monotonic()
+                    await anyio.sleep(ACCEPT_RETRY_PAUSE)
+                    engine.listen_disabled(time.monotonic() - paused)
                     continue
                 raise
             if len(self._conns) >= max_conns:
@@ -513,7 +594,9 @@ class Server:
 # ----------------------------------------------------------------------------------------------
 
 
-async def _close_all(listeners: list[anyio.abc.SocketListener]) -> None:
+async def _close_all(
+    listeners: list[anyio.abc.SocketListener] | list[anyio.abc.UDPSocket],
+) -> None:
     with anyio.CancelScope(shield=True):
         for lst in listeners:
             with contextlib.suppress(Exception):

@@ -87,6 +87,12 @@ pub struct ServerCounters {
     /// A connection's replies reached the per-read budget and it waited for them to be sent
     /// before its next request (memcached's `conn_yields` counts its `-R` limit the same way).
     pub conn_yields: AtomicU64,
+    /// Times an I/O engine paused accepting connections: accept() failed with a transient error
+    /// (out of file descriptors, memcached's case, or of memory...) and it waited before
+    /// trying again. memcached's `listen_disabled_num`.
+    pub listen_disabled_num: AtomicU64,
+    /// Microseconds spent in those pauses: memcached's `time_in_listen_disabled_us`.
+    pub time_in_listen_disabled_us: AtomicU64,
 }
 
 /// What a request was, for the latency histograms.
@@ -445,6 +451,16 @@ impl Engine {
         self.counters
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An I/O engine stopped accepting for `paused` (after `accept()` failed): memcached's
+    /// `listen_disabled_num` and `time_in_listen_disabled_us`.
+    pub fn accept_paused(&self, paused: std::time::Duration) {
+        let c = &self.counters;
+        c.listen_disabled_num.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+        c.time_in_listen_disabled_us
+            .fetch_add(us, Ordering::Relaxed);
     }
 
     /// Commands may wait on the disk (the L2 is on): I/O engines run them off their event loop.

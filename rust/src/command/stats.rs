@@ -140,8 +140,11 @@ impl Engine {
             ("bytes_written", ld(&sc.bytes_written)),
             ("limit_maxbytes", n(s.limit_maxbytes)),
             ("accepting_conns", "1".into()),
-            ("listen_disabled_num", zero()),
-            ("time_in_listen_disabled_us", zero()),
+            ("listen_disabled_num", ld(&sc.listen_disabled_num)),
+            (
+                "time_in_listen_disabled_us",
+                ld(&sc.time_in_listen_disabled_us),
+            ),
             (
                 "threads",
                 self.setting("num_threads").unwrap_or_else(|| "1".into()),

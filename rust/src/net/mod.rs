@@ -35,16 +35,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::protocol::{spliced_len, Session, Splice};
+use crate::protocol::{spliced_len, Session, SessionConfig, Splice};
 
 #[cfg(test)]
 mod tests;
 mod tls;
+mod udp;
 
 pub use tls::Tls;
 
@@ -60,14 +61,22 @@ const KEEP_REPLY_CAPACITY: usize = 1 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection gets to receive its one-line reply.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an accept loop pauses after a transient accept() failure (out of file descriptors).
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Listening and per-connection settings, handed over once by the embedder.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     /// TCP addresses to listen on (already resolved; port 0 picks one, shared by all of them).
+    /// Empty with only a unix socket (memcached's `-s` turns TCP off).
     pub tcp: Vec<SocketAddr>,
-    /// Also listen on this unix socket (mode 0700). The embedder removes a stale one first.
+    /// UDP addresses to serve memcached's UDP protocol on (memcached `-U`; port 0 picks one,
+    /// shared by all of them). Empty: no UDP.
+    pub udp: Vec<SocketAddr>,
+    /// Listen on this unix socket. The embedder removes a stale one first.
     pub unix_socket: Option<PathBuf>,
+    /// The unix socket's permissions (memcached `-a`, default 0700).
+    pub unix_socket_mask: u32,
     /// Listen backlog (memcached `-b`).
     pub backlog: u32,
     /// Runtime worker threads (memcached `-t`).
@@ -90,7 +99,9 @@ impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            udp: Vec::new(),
             unix_socket: None,
+            unix_socket_mask: 0o700,
             backlog: 1024,
             worker_threads: 4,
             max_connections: 1024,
@@ -153,6 +164,7 @@ enum Phase {
 
 struct Listeners {
     tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
     #[cfg(unix)]
     unix: Option<tokio::net::UnixListener>,
 }
@@ -235,12 +247,14 @@ pub struct NativeServer {
     shared: Arc<Shared>,
     pending: Mutex<Option<Listeners>>,
     addrs: Vec<SocketAddr>,
+    udp_addrs: Vec<SocketAddr>,
     unix_path: Option<PathBuf>,
 }
 
 impl NativeServer {
-    /// Builds the runtime and opens every listener (TCP first, so that a port taken by someone
-    /// else fails before a unix socket file is created). Nothing is served until `start`.
+    /// Builds the runtime and opens every listener (TCP and UDP first, so that a port taken by
+    /// someone else fails before a unix socket file is created). Nothing is served until
+    /// `start`.
     pub fn bind(config: NetConfig) -> io::Result<NativeServer> {
         if config.tcp.is_empty() && config.unix_socket.is_none() {
             return Err(io::Error::new(
@@ -255,6 +269,24 @@ impl NativeServer {
             .enable_time()
             .build()?;
         let guard = runtime.enter();
+        // UDP first: once a TCP port accepts, UDP is served too (clients take an accepting
+        // port to mean "ready").
+        let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
+        let mut udp_port = 0u16;
+        for addr in &config.udp {
+            let mut addr = *addr;
+            if addr.port() == 0 && udp_port != 0 {
+                addr.set_port(udp_port);
+            }
+            let sock = udp::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot serve UDP on {addr}: {e}"))
+            })?;
+            let local = sock.local_addr()?;
+            udp_port = local.port();
+            udp_addrs.push(local);
+            udp.push(sock);
+        }
         let mut tcp = Vec::new();
         let mut addrs = Vec::new();
         let mut port = 0u16;
@@ -271,7 +303,7 @@ impl NativeServer {
         }
         #[cfg(unix)]
         let unix = match &config.unix_socket {
-            Some(path) => Some(bind_unix(path)?),
+            Some(path) => Some(bind_unix(path, config.unix_socket_mask)?),
             None => None,
         };
         #[cfg(not(unix))]
@@ -299,10 +331,12 @@ impl NativeServer {
             }),
             pending: Mutex::new(Some(Listeners {
                 tcp,
+                udp,
                 #[cfg(unix)]
                 unix,
             })),
             addrs,
+            udp_addrs,
             unix_path,
         })
     }
@@ -312,9 +346,21 @@ impl NativeServer {
         &self.addrs
     }
 
-    /// Starts serving `engine` on every listener. Returns the TCP port (0 with only a unix
-    /// socket). Fails if the server was already started or closed.
+    /// The UDP addresses actually bound.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// Starts serving `engine` on every listener, with the default session settings. Returns
+    /// the TCP port (0 with only a unix socket). Fails if the server was already started or
+    /// closed.
     pub fn start(&self, engine: Arc<Engine>) -> io::Result<u16> {
+        self.start_with(engine, SessionConfig::default())
+    }
+
+    /// [`start`](Self::start), each connection's session made with `session` (memcached's
+    /// `-B` and `-R`).
+    pub fn start_with(&self, engine: Arc<Engine>, session: SessionConfig) -> io::Result<u16> {
         let listeners = lock(&self.pending)
             .take()
             .ok_or_else(|| io::Error::other("the server was already started"))?;
@@ -325,13 +371,31 @@ impl NativeServer {
         for l in listeners.tcp {
             let (shared, engine) = (self.shared.clone(), engine.clone());
             match self.shared.config.tls.clone() {
-                None => rt.spawn(accept_loop(l, shared, engine)),
-                Some(tls) => rt.spawn(accept_loop(TlsListener { tcp: l, tls }, shared, engine)),
+                None => rt.spawn(accept_loop(l, shared, engine, session)),
+                Some(tls) => rt.spawn(accept_loop(
+                    TlsListener { tcp: l, tls },
+                    shared,
+                    engine,
+                    session,
+                )),
             };
+        }
+        for sock in listeners.udp {
+            // One reader per worker thread on each socket, as memcached has one UDP connection
+            // per thread.
+            let sock = Arc::new(sock);
+            for _ in 0..self.shared.config.worker_threads.max(1) {
+                rt.spawn(udp::serve(
+                    sock.clone(),
+                    self.shared.clone(),
+                    engine.clone(),
+                    session,
+                ));
+            }
         }
         #[cfg(unix)]
         if let Some(l) = listeners.unix {
-            rt.spawn(accept_loop(l, self.shared.clone(), engine.clone()));
+            rt.spawn(accept_loop(l, self.shared.clone(), engine.clone(), session));
         }
         Ok(self.addrs.first().map_or(0, |a| a.port()))
     }
@@ -491,7 +555,7 @@ impl std::error::Error for UnixBindError {
 }
 
 #[cfg(unix)]
-fn bind_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
+fn bind_unix(path: &std::path::Path, mask: u32) -> io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let tag = |source: io::Error| {
         let kind = source.kind();
@@ -504,8 +568,8 @@ fn bind_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
         )
     };
     let l = tokio::net::UnixListener::bind(path).map_err(tag)?;
-    // memcached's default umask for -s is 0700: only the owner may connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(tag)?;
+    // memcached's -a (0700 by default: only the owner may connect).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask & 0o777)).map_err(tag)?;
     Ok(l)
 }
 
@@ -670,7 +734,12 @@ fn transient_accept_error(e: &io::Error) -> bool {
     )
 }
 
-async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<Engine>) {
+async fn accept_loop<L: Listen>(
+    listener: L,
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    session: SessionConfig,
+) {
     let mut phase = shared.phase.subscribe();
     loop {
         if *phase.borrow_and_update() != Phase::Running {
@@ -711,7 +780,9 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
                 let (shared, engine) = (shared.clone(), engine.clone());
                 tokio::spawn(async move {
                     match upgrade.await {
-                        Ok(stream) => run_connection(stream, peer, id, guard, shared, engine).await,
+                        Ok(stream) => {
+                            run_connection(stream, peer, id, guard, shared, engine, session).await
+                        }
                         Err(e) => {
                             drop(guard);
                             if shared.config.audit {
@@ -731,7 +802,10 @@ async fn accept_loop<L: Listen>(listener: L, shared: Arc<Shared>, engine: Arc<En
                     Log::Server,
                     format!("accept() failed ({e}); retrying"),
                 );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Accepting is paused meanwhile: memcached's "listen disabled".
+                let paused = Instant::now();
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                engine.accept_paused(paused.elapsed());
             }
             Err(e) => {
                 shared.event(
@@ -789,6 +863,7 @@ async fn run_connection<S: Stream>(
     live: LiveGuard,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
+    session: SessionConfig,
 ) {
     let cfg = &shared.config;
     if cfg.audit {
@@ -812,7 +887,7 @@ async fn run_connection<S: Stream>(
     // The stop futures are polled once to register their wakers, then only after a stop has
     // begun: polling them on every wakeup cost ~1.5% of the CPU (a mutex per poll) in a profile.
     let mut registered = false;
-    let mut session = Session::new(engine.clone());
+    let mut session = Session::with_config(engine.clone(), session);
     let mut out: Vec<u8> = Vec::new();
     // Large values a reply shares with the store instead of copying (see `feed_spliced`).
     let mut splices: Vec<Splice> = Vec::new();

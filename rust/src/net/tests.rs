@@ -346,3 +346,80 @@ fn feeds_offloaded_for_a_blocking_engine_answer_the_same() {
     server.close();
     OFFLOADED.lock().unwrap().clear();
 }
+
+#[cfg(unix)]
+#[test]
+fn a_unix_socket_alone_has_the_mask_and_no_tcp() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let dir = std::env::temp_dir().join(format!("ratmemcache-net-mask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = NativeServer::bind(NetConfig {
+        tcp: Vec::new(),
+        unix_socket: Some(path.clone()),
+        unix_socket_mask: 0o750,
+        worker_threads: 1,
+        ..NetConfig::default()
+    })
+    .unwrap();
+    assert!(server.local_addrs().is_empty());
+    assert_eq!(
+        server.start(engine_with(EngineConfig::default())).unwrap(),
+        0
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o750);
+    let mut u = UnixStream::connect(&path).unwrap();
+    u.write_all(b"version\r\n").unwrap();
+    let mut buf = [0u8; 16];
+    u.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"VERSION 1.6.18\r\n");
+    server.close();
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn udp_datagrams_are_answered_with_memcached_framing() {
+    let engine = engine_with(EngineConfig::default());
+    let server = NativeServer::bind(NetConfig {
+        udp: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        worker_threads: 2,
+        ..NetConfig::default()
+    })
+    .unwrap();
+    let session = SessionConfig {
+        reqs_per_event: 20,
+        ..SessionConfig::default()
+    };
+    server.start_with(engine.clone(), session).unwrap();
+    let udp_addr = server.udp_addrs()[0];
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut set = vec![0, 7, 0, 0, 0, 1, 0, 0];
+    set.extend_from_slice(b"set k 0 0 3000\r\n");
+    set.extend_from_slice(&[b'v'; 3000]);
+    set.extend_from_slice(b"\r\n");
+    client.send_to(&set, udp_addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\x00\x07\x00\x00\x00\x01\x00\x00STORED\r\n");
+    client
+        .send_to(b"\x01\x02\x00\x00\x00\x01\x00\x00get k\r\n", udp_addr)
+        .unwrap();
+    let mut whole = Vec::new();
+    for seq in 0..3u8 {
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..8], [1, 2, 0, seq, 0, 3, 0, 0]);
+        whole.extend_from_slice(&buf[8..n]);
+    }
+    let want = [&b"VALUE k 0 3000\r\n"[..], &[b'v'; 3000], b"\r\nEND\r\n"].concat();
+    assert_eq!(whole, want);
+    // the same cache as TCP
+    let mut t = connect(&server);
+    assert_eq!(exchange(&mut t, b"delete k\r\n", b"\r\n"), b"DELETED\r\n");
+    server.close();
+}

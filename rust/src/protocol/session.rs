@@ -20,6 +20,56 @@ pub(crate) enum Progress {
     Close,
 }
 
+/// memcached's `-B`: which protocol a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// The first byte decides: 0x80 is binary, anything else text (memcached's default).
+    #[default]
+    Auto,
+    /// Text only: a binary request is read as a text line, as memcached -B ascii reads it.
+    Ascii,
+    /// Binary only: a text request is read as a binary header, whose bad magic closes the
+    /// connection without a reply (after 24 bytes), as memcached -B binary does.
+    Binary,
+}
+
+impl Binding {
+    /// The name memcached's `stats settings` prints for it (`binding_protocol`).
+    pub fn stats_name(self) -> &'static str {
+        match self {
+            Binding::Auto => "auto-negotiate",
+            Binding::Ascii => "ascii",
+            Binding::Binary => "binary",
+        }
+    }
+}
+
+/// Per-connection protocol settings of a server (memcached's `-B` and `-R`), the same for
+/// every connection; the I/O engines hand them to each [`Session`] they create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionConfig {
+    pub binding: Binding,
+    /// memcached's `-R` (`reqs_per_event`): a feed answers at most this many requests, plus one
+    /// when it brought new bytes (memcached's count), before it yields with the rest still
+    /// buffered ([`Session::has_more`], counted in `conn_yields`). 0: no limit, only the reply
+    /// budget.
+    pub reqs_per_event: usize,
+}
+
+/// Where one request's reply ends, recorded for UDP ([`Session::for_datagram`]): the UDP
+/// framing needs memcached's reply boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answered {
+    /// Input bytes consumed so far, this request included.
+    pub consumed: usize,
+    /// Reply bytes written so far, this request's included.
+    pub out_end: usize,
+    /// It was a binary request.
+    pub binary: bool,
+    /// The session closed after it.
+    pub closed: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
     Unknown,
@@ -53,12 +103,43 @@ pub struct Session {
     /// Set while a text connection has yet to pass ASCII auth (the server has an authfile).
     auth: Option<auth::AuthState>,
     timer: CommandTimer,
+    config: SessionConfig,
+    /// Requests answered by the current feed, for `reqs_per_event`.
+    answered: usize,
+    /// The last text request begun was of the get family (memcached writes its replies at once).
+    last_get: bool,
+    /// Bytes fed so far (UDP's request boundaries are offsets into them).
+    fed: usize,
+    /// A UDP datagram's session: not a connection (not counted, no byte counts), and it records
+    /// where each request's reply ends.
+    record: Option<Vec<Answered>>,
 }
 
 impl Session {
     pub fn new(engine: Arc<Engine>) -> Session {
+        Session::with_config(engine, SessionConfig::default())
+    }
+
+    /// A connection's session with the server's `-B`/`-R` settings.
+    pub fn with_config(engine: Arc<Engine>, config: SessionConfig) -> Session {
         engine.connection_opened();
+        Session::build(engine, config, None)
+    }
+
+    /// The session of one UDP datagram: it is not a connection (`curr_connections` does not
+    /// count it, and the UDP layer counts the bytes of the datagrams), and it records where each
+    /// request's reply ends, for `protocol::udp`.
+    pub(crate) fn for_datagram(engine: Arc<Engine>, config: SessionConfig) -> Session {
+        Session::build(engine, config, Some(Vec::new()))
+    }
+
+    fn build(engine: Arc<Engine>, config: SessionConfig, record: Option<Vec<Answered>>) -> Session {
         Session {
+            config,
+            answered: 0,
+            last_get: false,
+            fed: 0,
+            record,
             auth: engine
                 .config()
                 .auth
@@ -77,6 +158,16 @@ impl Session {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The `-B`/`-R` settings this session was made with.
+    pub fn config(&self) -> SessionConfig {
+        self.config
+    }
+
+    /// Where each request's reply ended (a datagram's session only; empty otherwise).
+    pub(crate) fn take_answered(&mut self) -> Vec<Answered> {
+        self.record.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The last `feed` stopped at [`REPLY_BUDGET`] with requests left in the buffer: send its
@@ -130,17 +221,39 @@ impl Session {
             return true;
         }
         let written_before = out.len();
-        self.engine
-            .counters
-            .bytes_read
-            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let counted = self.record.is_none();
+        if counted {
+            self.engine
+                .counters
+                .bytes_read
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         self.buf.extend_from_slice(data);
+        self.fed += data.len();
+        // memcached's -R: a read's event answers N + 1 requests (the first is parsed before
+        // the count starts), a resumed one N.
+        let budget = match self.config.reqs_per_event {
+            0 => usize::MAX,
+            n if data.is_empty() && self.more => n,
+            n => n + 1,
+        };
+        self.answered = 0;
         self.more = false;
         let close = loop {
             if self.buf.is_empty() {
+                // memcached counts a yield when the read used its whole budget, or all but one
+                // and then spent that one writing the pending replies (a get's went at once).
+                if budget != usize::MAX
+                    && (self.answered >= budget || self.answered + 1 == budget && !self.last_get)
+                {
+                    let yields = &self.engine.counters.conn_yields;
+                    yields.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 break false;
             }
-            if out.len() - written_before + self.text.splices.len() >= REPLY_BUDGET {
+            if self.answered >= budget
+                || out.len() - written_before + self.text.splices.len() >= REPLY_BUDGET
+            {
                 // Send this first; the engine feeds again (with no new bytes) after sending.
                 self.more = true;
                 let yields = &self.engine.counters.conn_yields;
@@ -179,28 +292,41 @@ impl Session {
                     Progress::Close => break true,
                 }
             }
-            let p = match self.proto {
+            let (p, complete) = match self.proto {
                 Proto::Unknown => unreachable!("picked above"),
                 Proto::Text => {
                     let starts = self.text.at_line().then(|| text::kind_of(&self.buf));
+                    if starts.is_some() && budget != usize::MAX {
+                        self.last_get = is_get_family(&self.buf);
+                    }
                     self.timer.begin(starts);
                     let p = text::step(&mut self.text, &self.engine, &mut self.buf, out);
+                    let complete = self.text.at_line();
                     self.timer
-                        .end(&self.engine, p != Progress::NeedMore, self.text.at_line());
-                    p
+                        .end(&self.engine, p != Progress::NeedMore, complete);
+                    (p, complete)
                 }
                 Proto::Binary => {
                     let starts = self.binary.at_header().then(|| binary::kind_of(&self.buf));
                     self.timer.begin(starts);
                     let p = binary::step(&mut self.binary, &self.engine, &mut self.buf, out);
-                    self.timer.end(
-                        &self.engine,
-                        p != Progress::NeedMore,
-                        self.binary.at_header(),
-                    );
-                    p
+                    let complete = self.binary.at_header();
+                    self.timer
+                        .end(&self.engine, p != Progress::NeedMore, complete);
+                    (p, complete)
                 }
             };
+            if p == Progress::Close || (p == Progress::Again && complete) {
+                self.answered += 1;
+                if let Some(record) = &mut self.record {
+                    record.push(Answered {
+                        consumed: self.fed - self.buf.len(),
+                        out_end: out.len(),
+                        binary: self.proto == Proto::Binary,
+                        closed: p == Progress::Close,
+                    });
+                }
+            }
             match p {
                 Progress::NeedMore => break false,
                 Progress::Again => continue,
@@ -208,18 +334,25 @@ impl Session {
             }
         };
         self.timer.pause(&self.engine);
-        self.engine.counters.bytes_written.fetch_add(
-            (out.len() - written_before + self.text.splices.len()) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        if counted {
+            self.engine.counters.bytes_written.fetch_add(
+                (out.len() - written_before + self.text.splices.len()) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         close
     }
 
-    /// The protocol of a new connection, from its first byte (0x80 is binary, as in memcached),
-    /// or `Unknown` for one that may not connect at all. With ASCII auth (`-Y`) and no SASL,
+    /// The protocol of a new connection: the one `-B` binds, else from its first byte (0x80 is
+    /// binary, as in memcached), or `Unknown` for one that may not connect at all. With ASCII auth (`-Y`) and no SASL,
     /// every connection is text, as memcached then binds the ASCII protocol only; with SASL and
     /// no ASCII auth (`-S`), a text connection is refused, as memcached then binds binary only.
     fn pick_protocol(&self) -> Proto {
+        match self.config.binding {
+            Binding::Ascii => return Proto::Text,
+            Binding::Binary => return Proto::Binary,
+            Binding::Auto => {}
+        }
         let cfg = self.engine.config();
         let binary = self.buf[0] == binary::MAGIC_REQUEST;
         match (cfg.auth.is_some(), cfg.sasl.is_some()) {
@@ -236,13 +369,26 @@ impl Session {
             self.closed = true;
             self.buf = BytesMut::new();
             self.text = text::TextState::default();
-            self.engine.connection_closed();
+            if self.record.is_none() {
+                self.engine.connection_closed();
+            }
         }
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed
     }
+}
+
+/// The line in `buf` starts a `get`, `gets`, `gat`, `gats` or `bget`.
+fn is_get_family(buf: &[u8]) -> bool {
+    let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    matches!(&rest[..end], b"get" | b"gets" | b"gat" | b"gats" | b"bget")
 }
 
 impl Drop for Session {
@@ -296,6 +442,101 @@ mod tests {
         .concat();
         assert_eq!(out, one.repeat(100), "every reply, in order");
         assert_eq!(s.buffered(), 0);
+    }
+
+    fn configured(config: super::SessionConfig) -> Session {
+        let cfg = CacheConfig {
+            shards: 1,
+            cleanup_interval_ms: 0,
+            ..Default::default()
+        };
+        let cache = Tiered::memory(Cache::new(cfg).unwrap());
+        Session::with_config(
+            Arc::new(Engine::new(cache, EngineConfig::default())),
+            config,
+        )
+    }
+
+    #[test]
+    fn binding_ascii_reads_binary_as_text_and_binary_closes_on_text() {
+        use super::{Binding, SessionConfig};
+        let version = [0x80u8, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            .into_iter()
+            .chain([0; 12])
+            .collect::<Vec<u8>>();
+        let mut out = Vec::new();
+        let mut auto = configured(SessionConfig::default());
+        assert!(!auto.feed(&version, &mut out));
+        assert_eq!(&out[..2], [0x81, 0x0b]);
+        // -B ascii: a text line with no newline yet; a newline makes it an unknown command
+        let mut ascii = configured(SessionConfig {
+            binding: Binding::Ascii,
+            ..Default::default()
+        });
+        out.clear();
+        assert!(!ascii.feed(&version, &mut out));
+        assert!(out.is_empty());
+        assert!(!ascii.feed(b"\r\nversion\r\n", &mut out));
+        assert_eq!(out, b"ERROR\r\nVERSION 1.6.18\r\n");
+        // -B binary: a text request is a bad header once 24 bytes are in: closed, no reply
+        let mut binary = configured(SessionConfig {
+            binding: Binding::Binary,
+            ..Default::default()
+        });
+        out.clear();
+        assert!(!binary.feed(b"version\r\n", &mut out));
+        assert!(binary.feed(b"get aaaaaaaaaaaaaaaaa\r\n", &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reqs_per_event_yields_after_n_plus_one_then_n_requests() {
+        let mut s = configured(super::SessionConfig {
+            reqs_per_event: 3,
+            ..Default::default()
+        });
+        let engine = Arc::clone(s.engine());
+        let yields = || {
+            engine
+                .counters
+                .conn_yields
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = yields();
+        let mut out = Vec::new();
+        s.feed(&b"version\r\n".repeat(10), &mut out);
+        assert_eq!(out, b"VERSION 1.6.18\r\n".repeat(4));
+        assert!(s.has_more());
+        out.clear();
+        s.feed(&[], &mut out);
+        assert_eq!(out, b"VERSION 1.6.18\r\n".repeat(3));
+        out.clear();
+        s.feed(&[], &mut out);
+        assert_eq!(out, b"VERSION 1.6.18\r\n".repeat(3));
+        assert!(!s.has_more());
+        // the last turn used its whole budget: memcached counts that as a yield too
+        assert_eq!(yields() - before, 3);
+        // a read's event has 4: two leave room; four use it up; three use it up with the write
+        // of their replies, unless the last was a get (its reply went at once)
+        for (batch, more) in [
+            (b"version\r\n".repeat(2), 0),
+            (b"version\r\n".repeat(4), 1),
+            (b"version\r\n".repeat(3), 1),
+            (
+                [b"version\r\n".repeat(2), b"get a\r\n".to_vec()].concat(),
+                0,
+            ),
+            (
+                [b"version\r\n".repeat(3), b"get a\r\n".to_vec()].concat(),
+                1,
+            ),
+        ] {
+            let was = yields();
+            out.clear();
+            s.feed(&batch, &mut out);
+            assert!(!s.has_more());
+            assert_eq!(yields() - was, more);
+        }
     }
 
     fn session() -> Session {

@@ -82,7 +82,7 @@ impl PyNativeServer {
     #[pyo3(signature = (hosts, port, *, unix_socket = None, backlog = 1024, worker_threads = 4,
                         max_connections = 1024, idle_timeout = 0.0, read_size = 65536,
                         audit = false, exchanges = false, ssl_chain_cert = None,
-                        ssl_key = None))]
+                        ssl_key = None, udp_port = None, unix_socket_mask = 0o700))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -98,13 +98,24 @@ impl PyNativeServer {
         exchanges: bool,
         ssl_chain_cert: Option<PathBuf>,
         ssl_key: Option<PathBuf>,
+        udp_port: Option<u16>,
+        unix_socket_mask: u32,
     ) -> PyResult<Self> {
         let mut tcp = Vec::with_capacity(hosts.len());
+        let mut udp = Vec::new();
         for h in &hosts {
             let ip: IpAddr = h.parse().map_err(|_| {
                 PyValueError::new_err(format!("{h:?} is not an IP address (resolve it first)"))
             })?;
             tcp.push(SocketAddr::new(ip, port));
+            if let Some(p) = udp_port {
+                udp.push(SocketAddr::new(ip, p));
+            }
+        }
+        if unix_socket_mask > 0o777 {
+            return Err(PyValueError::new_err(format!(
+                "unix_socket_mask must be at most 0o777, got {unix_socket_mask:#o}"
+            )));
         }
         if worker_threads == 0 || max_connections == 0 || read_size < 1024 {
             return Err(PyValueError::new_err(
@@ -124,7 +135,9 @@ impl PyNativeServer {
         };
         let config = NetConfig {
             tcp,
+            udp,
             unix_socket,
+            unix_socket_mask,
             backlog,
             worker_threads,
             max_connections,
@@ -156,10 +169,20 @@ impl PyNativeServer {
         self.server.local_addrs().first().map_or(0, |a| a.port())
     }
 
-    /// Starts serving `engine`; returns the TCP port.
+    /// `(host, port)` of every UDP socket.
+    #[getter]
+    fn udp_addresses(&self) -> Vec<(String, u16)> {
+        self.server
+            .udp_addrs()
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect()
+    }
+
+    /// Starts serving `engine` (with its `-B`/`-R` session settings); returns the TCP port.
     fn start(&self, engine: PyRef<'_, PyEngine>) -> PyResult<u16> {
         self.server
-            .start(engine.engine.clone())
+            .start_with(engine.engine.clone(), engine.session)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 

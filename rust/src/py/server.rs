@@ -16,7 +16,7 @@ use crate::engine::{
     MAX_ITEM_SIZE_LIMIT,
 };
 use crate::protocol::limits::LARGE_FEED;
-use crate::protocol::{Credentials, Session};
+use crate::protocol::{udp, Binding, Credentials, Session, SessionConfig};
 
 // The signature below spells the default as a literal so Python's introspection shows it.
 const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
@@ -24,6 +24,20 @@ const _: () = assert!(DEFAULT_MAX_ITEM_SIZE == 1048576);
 #[pyclass(module = "ratmemcache._core", name = "Engine", frozen)]
 pub(crate) struct PyEngine {
     pub(super) engine: super::Released<Arc<Engine>>,
+    /// memcached's `-B` and `-R`, for every session of this engine (both I/O engines).
+    pub(super) session: SessionConfig,
+}
+
+/// memcached's `-B` names.
+fn binding(name: &str) -> PyResult<Binding> {
+    match name {
+        "auto" => Ok(Binding::Auto),
+        "ascii" => Ok(Binding::Ascii),
+        "binary" => Ok(Binding::Binary),
+        other => Err(super::errors::config_error(format!(
+            "binding_protocol must be auto, ascii or binary, got {other:?}"
+        ))),
+    }
 }
 
 #[pymethods]
@@ -31,7 +45,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (cache, *, max_item_size = 1048576, allow_flush = true,
                         allow_shutdown = false, allow_verbosity = true,
-                        prefix_delimiter = ":", settings = None, auth = None, sasl = None))]
+                        prefix_delimiter = ":", settings = None, auth = None, sasl = None,
+                        binding_protocol = "auto", reqs_per_event = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cache: PyRef<'_, PyCache>,
@@ -43,7 +58,15 @@ impl PyEngine {
         settings: Option<&Bound<'_, PyDict>>,
         auth: Option<Vec<(Vec<u8>, Vec<u8>)>>,
         sasl: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+        binding_protocol: &str,
+        reqs_per_event: usize,
     ) -> PyResult<Self> {
+        // 0: no request budget (a library session answers everything it is fed); the server's
+        // config gives memcached's -R (20 by default).
+        let session = SessionConfig {
+            binding: binding(binding_protocol)?,
+            reqs_per_event,
+        };
         if !(1024..=MAX_ITEM_SIZE_LIMIT).contains(&max_item_size) {
             return Err(super::errors::config_error(format!(
                 "max_item_size must be between 1KB and 1GB, got {max_item_size}"
@@ -77,20 +100,60 @@ impl PyEngine {
         };
         Ok(PyEngine {
             engine: super::Released::new(Arc::new(Engine::new(Arc::clone(&cache.core), config))),
+            session,
         })
     }
 
     /// A new connection's protocol state.
     fn session(&self) -> PySession {
         PySession {
-            session: super::Released::new(Session::new(Arc::clone(&self.engine))),
+            session: super::Released::new(Session::with_config(
+                Arc::clone(&self.engine),
+                self.session,
+            )),
             out: Vec::new(),
         }
+    }
+
+    /// Serves one UDP request datagram (memcached's frame header included); returns the reply
+    /// datagrams, in order (none for a datagram memcached ignores).
+    fn serve_datagram<'py>(&self, py: Python<'py>, datagram: &[u8]) -> Vec<Bound<'py, PyBytes>> {
+        let (engine, session) = (&self.engine, self.session);
+        let serve = || udp::serve(engine, session, datagram);
+        let replies = if engine.may_block() {
+            py.detach(serve)
+        } else {
+            serve()
+        };
+        replies.iter().map(|d| PyBytes::new(py, d)).collect()
     }
 
     /// Counts a connection refused by `max_connections`.
     fn connection_rejected(&self) {
         self.engine.connection_rejected();
+    }
+
+    /// Counts a pause in accepting connections of `seconds` (memcached's
+    /// `listen_disabled_num` and `time_in_listen_disabled_us`).
+    fn listen_disabled(&self, seconds: f64) {
+        self.engine
+            .accept_paused(std::time::Duration::from_secs_f64(seconds.max(0.0)));
+    }
+
+    /// memcached's `-B`: "auto", "ascii" or "binary".
+    #[getter]
+    fn binding_protocol(&self) -> &'static str {
+        match self.session.binding {
+            Binding::Auto => "auto",
+            Binding::Ascii => "ascii",
+            Binding::Binary => "binary",
+        }
+    }
+
+    /// memcached's `-R` (0: no limit).
+    #[getter]
+    fn reqs_per_event(&self) -> usize {
+        self.session.reqs_per_event
     }
 
     #[getter]
