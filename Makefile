@@ -144,13 +144,14 @@ bench: venv
 	cargo run --release --no-default-features --example miss_ratio
 	$(PY) bench/run_all.py --server-ratio $(SERVER_RATIO) $(BENCH_ALL_ARGS)
 
-# Server throughput as a ratio to memcached (needs the project's shared bench script).
-SERVER_RATIO ?= ../shared/bench/server_ratio.py
-# The engine measured by bench-server: native or anyio (memcached runs with -t 2).
+## bench-server: release build, then throughput and server CPU per request against memcached
+# (bench/server_ratio.py, memcaslap; BENCH_ARGS='--workload get90 --rounds 1' for a short run).
+SERVER_RATIO ?= bench/server_ratio.py
+# The engine measured by bench-server: native or anyio (both servers run with -t 2 -m 1024).
 ENGINE ?= native
 bench-server: setup
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop -q --release --features extension-module
-	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV_BIN)/ratmemcached --engine $(ENGINE) -t 2 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
+	$(PY) $(SERVER_RATIO) --server-cmd '$(CURDIR)/$(VENV_BIN)/ratmemcached --engine $(ENGINE) -t 2 -m 1024 -l 127.0.0.1 -p {port}' $(BENCH_ARGS)
 
 ## clean: remove the venv and the build
 clean:

@@ -15,9 +15,10 @@ build measured is the one installed in its venv), with a timeout:
 * ``tail_latency``: ``bench/tail_latency.py`` (p50/p99/p99.9 at 20k req/s over 50 connections,
   native engine against memcached, open-loop generator bench/latency; 7 rounds of 3 s, 1 with
   ``--quick``, and each round's p99 ratio);
-* ``server_ratio`` and ``server_ratio_anyio``: the project's shared ``server_ratio.py``
-  (memcaslap, ratmemcached's native and anyio engines against memcached ``-t 2``, 3 rounds of 3 s
-  per workload, 1 round of get90 and set90 with ``--quick``), skipped when not found.
+* ``server_ratio`` and ``server_ratio_anyio``: ``bench/server_ratio.py`` (or ``--server-ratio``)
+  (memcaslap, ratmemcached's native and anyio engines against memcached ``-t 2``, throughput and
+  server CPU per request, 3 rounds of 3 s per workload, 1 round of get90 and set90 with
+  ``--quick``), skipped when not found.
 
 The report starts with the date, the CPU model, the commit and the build, then a summary of the
 sections (status and duration), then each section's output. A section that fails or runs out of
@@ -263,8 +264,8 @@ def main() -> int:
     ap.add_argument("--skip", action="append", choices=names, help="skip this section")
     ap.add_argument(
         "--server-ratio",
-        default=os.environ.get("SERVER_RATIO", str(ROOT.parent / "shared/bench/server_ratio.py")),
-        help="path of the shared server_ratio.py (default: $SERVER_RATIO or ../shared/bench/)",
+        default=os.environ.get("SERVER_RATIO", str(BENCH / "server_ratio.py")),
+        help="path of server_ratio.py (default: $SERVER_RATIO, else bench/server_ratio.py)",
     )
     ap.add_argument(
         "--python", default=sys.executable, help="interpreter for the sections (default: this one)"
