@@ -166,7 +166,7 @@ impl Inner {
                 let mut dead = Vec::new();
                 reclaimed +=
                     p.0.lock()
-                        .sweep(self.clock.now_ms(), SWEEP_BATCH, &mut dead);
+                        .crawl(self.clock.now_ms(), SWEEP_BATCH, &mut dead);
                 drop(dead);
                 examined += SWEEP_BATCH;
             }
@@ -316,13 +316,20 @@ impl Cache {
     /// deleted from both tiers.
     #[inline]
     fn release(&self, shard: MutexGuard<'_, Shard>, key: &[u8], dropped: Vec<Entry>) {
-        if !dropped.is_empty() {
-            if let Some(demote) = self.inner.demote.get() {
-                let now = self.now_ms();
-                for e in &dropped {
-                    if e.is_live(now) && e.key() != key {
-                        demote(e.key(), Snapshot::of_entry(e));
-                    }
+        if dropped.is_empty() {
+            drop(shard);
+        } else {
+            self.release_dropped(shard, key, dropped);
+        }
+    }
+
+    #[cold]
+    fn release_dropped(&self, shard: MutexGuard<'_, Shard>, key: &[u8], dropped: Vec<Entry>) {
+        if let Some(demote) = self.inner.demote.get() {
+            let now = self.now_ms();
+            for e in &dropped {
+                if e.is_live(now) && e.key() != key {
+                    demote(e.key(), Snapshot::of_entry(e));
                 }
             }
         }

@@ -474,8 +474,26 @@ impl Shard {
     }
 
     /// Examines up to `budget` slots from the sweep cursor, wrapping around, and reclaims the
-    /// expired entries among them. Returns how many it reclaimed.
+    /// expired entries among them. Returns how many it reclaimed. Writes call it with a small
+    /// budget, so memory held by expired items is reclaimed as the cache is used.
     pub(crate) fn sweep(&mut self, now: u64, budget: usize, evicted: &mut Vec<Entry>) -> usize {
+        self.sweep_slots(now, budget, evicted, false)
+    }
+
+    /// [`sweep`](Self::sweep) for the background sweeper, memcached's LRU crawler: it also
+    /// counts what it examined and reclaimed, by class (`crawler_items_checked`,
+    /// `crawler_reclaimed`).
+    pub(crate) fn crawl(&mut self, now: u64, budget: usize, evicted: &mut Vec<Entry>) -> usize {
+        self.sweep_slots(now, budget, evicted, true)
+    }
+
+    fn sweep_slots(
+        &mut self,
+        now: u64,
+        budget: usize,
+        evicted: &mut Vec<Entry>,
+        crawler: bool,
+    ) -> usize {
         let n = self.slots.len();
         let mut reclaimed = 0;
         for _ in 0..budget.min(n) {
@@ -487,10 +505,14 @@ impl Shard {
             let Some(e) = self.slots[i].as_ref() else {
                 continue;
             };
-            let (live, class) = (e.is_live(now), self.class_of_entry(e));
-            self.classes.class_mut(class).crawler_items_checked += 1;
+            let live = e.is_live(now);
+            if crawler {
+                let class = self.class_of_entry(e);
+                let c = self.classes.class_mut(class);
+                c.crawler_items_checked += 1;
+                c.crawler_reclaimed += u64::from(!live);
+            }
             if !live {
-                self.classes.class_mut(class).crawler_reclaimed += 1;
                 let e = self.expire_slot(i as u32);
                 // As memcached's LRU crawler: an expired item reclaimed in the background
                 // counts as unfetched if it was never read (a lookup that meets it does not).
