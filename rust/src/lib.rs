@@ -18,6 +18,7 @@ pub mod cache;
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod latency;
 #[cfg(feature = "native")]
 pub mod net;
 pub mod protocol;

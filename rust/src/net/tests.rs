@@ -1,13 +1,15 @@
 //! The native engine over real sockets on 127.0.0.1 (port 0), with blocking std clients.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::cache::{Cache, CacheConfig};
 use crate::engine::{Engine, EngineConfig};
+use crate::protocol::SessionConfig;
 
 /// A request starting with this makes `feed` panic, to test the connection boundary.
 const PANIC_TRIGGER: &[u8] = b"__net_test_panic__";

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 
-use super::{Level, Log, Phase, Shared};
+use super::server::{Phase, Shared};
+use super::{Level, Log};
 use crate::engine::Engine;
 use crate::protocol::{udp, SessionConfig};
 

@@ -38,7 +38,8 @@ use crate::cache::{
     StoreRequest, Ttl,
 };
 use crate::command::{ttl_from_exptime, Failure, FlushOutcome, StatsGroup};
-use crate::engine::{CmdKind, Engine, MEMCACHED_VERSION};
+use crate::engine::{Engine, MEMCACHED_VERSION};
+use crate::latency::CmdKind;
 
 /// `PROTOCOL_BINARY_REQ`: a connection whose first byte is this speaks the binary protocol.
 pub(crate) const MAGIC_REQUEST: u8 = 0x80;

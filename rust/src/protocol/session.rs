@@ -7,7 +7,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::limits::REPLY_BUDGET;
 use super::{auth, binary, text};
-use crate::engine::{CommandTimer, Engine};
+use crate::engine::Engine;
+use crate::latency::CommandTimer;
 
 /// What one step of a protocol handler achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use crate::cache::{
 };
 use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use crate::command::{ttl_from_exptime, Failure};
-use crate::engine::{CmdKind, Engine, MEMCACHED_VERSION};
+use crate::engine::{Engine, MEMCACHED_VERSION};
+use crate::latency::CmdKind;
 
 /// memcached's `MAX_TOKENS` less the terminating empty token: longer lines are not a valid
 /// command for anything but the get family.
@@ -597,7 +598,7 @@ fn touch(engine: &Engine, args: &[&[u8]], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::kind_of;
-    use crate::engine::CmdKind;
+    use crate::latency::CmdKind;
 
     #[test]
     fn commands_are_classified_by_their_first_token() {

@@ -11,10 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::cache::PyCache;
-use crate::engine::{
-    latency_bucket_bound_ns, Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, LATENCY_BUCKETS,
-    MAX_ITEM_SIZE_LIMIT,
-};
+use crate::engine::{Engine, EngineConfig, DEFAULT_MAX_ITEM_SIZE, MAX_ITEM_SIZE_LIMIT};
+use crate::latency::{latency_bucket_bound_ns, LATENCY_BUCKETS};
 use crate::protocol::limits::LARGE_FEED;
 use crate::protocol::{udp, Binding, Credentials, Session, SessionConfig};
 
