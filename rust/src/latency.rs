@@ -266,10 +266,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::cache::{Cache, CacheConfig};
+    use crate::cache::CacheConfig;
     use crate::engine::EngineConfig;
-    use crate::testkit::engine;
-    use crate::tiered::Tiered;
+    use crate::testkit::{self, engine};
 
     #[test]
     fn buckets_are_log2_upper_bounds() {
@@ -369,12 +368,11 @@ mod tests {
     #[ignore = "a timing measurement, not a check"]
     fn latency_overhead() {
         fn session(on: bool) -> crate::protocol::Session {
-            let cache = Cache::new(CacheConfig::default()).expect("cache");
             let config = EngineConfig {
                 latency_histograms: on,
                 ..EngineConfig::default()
             };
-            let e = Arc::new(Engine::new(Tiered::memory(cache), config));
+            let e = testkit::engine_on_system_clock(CacheConfig::default(), config);
             let mut s = crate::protocol::Session::new(e);
             let mut out = Vec::new();
             s.feed(b"set k 0 0 100\r\n", &mut out);

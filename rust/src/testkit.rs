@@ -64,11 +64,25 @@ pub fn one_shard() -> CacheConfig {
     }
 }
 
+/// [`one_shard`] with memcached's 250-byte key limit, as the server configures its cache.
+pub fn server_cache() -> CacheConfig {
+    CacheConfig {
+        max_key_len: crate::cache::MEMCACHED_MAX_KEY_LEN,
+        ..one_shard()
+    }
+}
+
+/// An engine with these settings over an in-memory cache on the system clock, for tests whose
+/// time is real (sockets, idle timeouts, absolute exptimes).
+pub fn engine_on_system_clock(cache: CacheConfig, engine: EngineConfig) -> Arc<Engine> {
+    let cache = Cache::new(cache).expect("a valid test config");
+    Arc::new(Engine::new(Tiered::memory(cache), engine))
+}
+
 /// A session over one shard on the system clock, for byte streams whose absolute exptimes are
 /// real unix times (the transcripts).
 pub fn session_on_system_clock(engine: EngineConfig) -> Session {
-    let cache = Cache::new(one_shard()).expect("a valid test config");
-    Session::new(Arc::new(Engine::new(Tiered::memory(cache), engine)))
+    Session::new(engine_on_system_clock(one_shard(), engine))
 }
 
 use crate::cache::{

@@ -11,12 +11,11 @@ use ratmemcache::cache::{
 use ratmemcache::engine::{Engine, EngineConfig};
 use ratmemcache::protocol::Session;
 use ratmemcache::store::{Compression, DiskConfig, OnCorruption, SyncMode, FILE_NAME};
-use ratmemcache::testkit::Ops;
+use ratmemcache::testkit::{clock, Ops};
 use ratmemcache::tiered::{TierConfig, WriteStrategy};
 use ratmemcache::{CoreError, Tiered};
 
 const LARGE: usize = 10 * 1024;
-const T0: u64 = 1_700_000_000_000;
 
 fn l1(clock: &Arc<ManualClock>, max_memory: u64) -> Cache {
     let cfg = CacheConfig {
@@ -61,10 +60,6 @@ fn set(t: &Tiered, key: &str, value: &[u8]) -> u64 {
 
 fn get(t: &Tiered, key: &str) -> Option<Vec<u8>> {
     t.get(key.as_bytes()).map(|i| i.value.to_vec())
-}
-
-fn clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(T0))
 }
 
 #[test]

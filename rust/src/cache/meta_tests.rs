@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::testkit::Ops;
-
-const T0: u64 = 1_700_000_000_000;
+use crate::testkit::{self, Ops, T0};
 
 fn cache() -> (Cache, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = testkit::clock();
     let cfg = CacheConfig {
         shards: 1,
         cleanup_interval_ms: 0,

@@ -7,12 +7,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::testkit::Ops;
-
-const T0: u64 = 1_700_000_000_000;
+use crate::testkit::{self, Ops, T0};
 
 fn cache_with(kind: PolicyKind, max_entries: u64, max_memory: u64) -> (Cache, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = testkit::clock();
     let cfg = CacheConfig {
         max_entries,
         max_memory,
@@ -264,7 +262,7 @@ fn ttl_rules_with_a_manual_clock() {
 
 #[test]
 fn default_and_max_ttl_apply() {
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = testkit::clock();
     let cfg = CacheConfig {
         default_ttl_ms: 10_000,
         max_ttl_ms: 60_000,
@@ -314,7 +312,7 @@ fn writes_reclaim_expired_entries_incrementally() {
 
 #[test]
 fn background_sweeper_runs_and_stops() {
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = testkit::clock();
     let cfg = CacheConfig {
         cleanup_interval_ms: 10,
         shards: 2,
@@ -699,7 +697,7 @@ fn values_cross_the_shared_size_in_both_directions() {
 #[test]
 fn the_memory_limit_changes_at_run_time() {
     for kind in PolicyKind::ALL {
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = testkit::clock();
         let cfg = CacheConfig {
             max_memory: 1 << 20,
             eviction: kind,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::cache::{Cache, CacheConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::protocol::SessionConfig;
+use crate::testkit;
 
 /// A request starting with this makes `feed` panic, to test the connection boundary.
 const PANIC_TRIGGER: &[u8] = b"__net_test_panic__";
@@ -29,14 +29,7 @@ pub(super) fn offload_everything(engine: &Engine) -> bool {
 }
 
 fn engine_with(config: EngineConfig) -> Arc<Engine> {
-    let cache = Cache::new(CacheConfig {
-        cleanup_interval_ms: 0,
-        shards: 1,
-        max_key_len: 250,
-        ..CacheConfig::default()
-    })
-    .unwrap();
-    Arc::new(Engine::new(crate::tiered::Tiered::memory(cache), config))
+    testkit::engine_on_system_clock(testkit::server_cache(), config)
 }
 
 fn start(net: NetConfig) -> (NativeServer, Arc<Engine>) {

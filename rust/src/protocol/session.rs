@@ -403,20 +403,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::{Session, Splice};
-    use crate::cache::{Cache, CacheConfig};
-    use crate::engine::{Engine, EngineConfig};
+    use crate::engine::EngineConfig;
     use crate::protocol::limits::REPLY_BUDGET;
-    use crate::tiered::Tiered;
+    use crate::testkit;
 
     #[test]
     fn pipelined_replies_stop_at_the_budget_and_resume_on_an_empty_feed() {
-        let cfg = CacheConfig {
-            shards: 1,
-            cleanup_interval_ms: 0,
-            ..Default::default()
-        };
-        let cache = Tiered::memory(Cache::new(cfg).unwrap());
-        let mut s = Session::new(Arc::new(Engine::new(cache, EngineConfig::default())));
+        let mut s = testkit::session_on_system_clock(EngineConfig::default());
         let mut out = Vec::new();
         let value = vec![b'v'; 100_000];
         let mut set = format!("set k 0 0 {}\r\n", value.len()).into_bytes();
@@ -446,16 +439,8 @@ mod tests {
     }
 
     fn configured(config: super::SessionConfig) -> Session {
-        let cfg = CacheConfig {
-            shards: 1,
-            cleanup_interval_ms: 0,
-            ..Default::default()
-        };
-        let cache = Tiered::memory(Cache::new(cfg).unwrap());
-        Session::with_config(
-            Arc::new(Engine::new(cache, EngineConfig::default())),
-            config,
-        )
+        let engine = testkit::engine_on_system_clock(testkit::one_shard(), EngineConfig::default());
+        Session::with_config(engine, config)
     }
 
     #[test]
@@ -541,17 +526,10 @@ mod tests {
     }
 
     fn session() -> Session {
-        let cfg = CacheConfig {
-            shards: 1,
-            cleanup_interval_ms: 0,
-            ..Default::default()
-        };
-        let cache = Tiered::memory(Cache::new(cfg).unwrap());
-        let engine = EngineConfig {
+        testkit::session_on_system_clock(EngineConfig {
             max_item_size: 4 << 20,
             ..Default::default()
-        };
-        Session::new(Arc::new(Engine::new(cache, engine)))
+        })
     }
 
     fn set(key: &str, value: &[u8]) -> Vec<u8> {

@@ -365,20 +365,12 @@ fn frame(request_id: u16, out: &[u8], sends: &[Resp]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{Cache, CacheConfig};
     use crate::engine::EngineConfig;
     use crate::protocol::{Binding, SessionConfig};
-    use crate::tiered::Tiered;
+    use crate::testkit;
 
     fn engine() -> Arc<Engine> {
-        let cache = Cache::new(CacheConfig {
-            shards: 1,
-            cleanup_interval_ms: 0,
-            max_key_len: 250,
-            ..Default::default()
-        })
-        .unwrap();
-        Arc::new(Engine::new(Tiered::memory(cache), EngineConfig::default()))
+        testkit::engine_on_system_clock(testkit::server_cache(), EngineConfig::default())
     }
 
     const CONFIG: SessionConfig = SessionConfig {
