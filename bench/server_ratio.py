@@ -244,7 +244,7 @@ def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
 
 def stop_all() -> None:
     """Stop every process this script started and has not stopped yet."""
-    for proc in list(_started):
+    for proc in _started.copy():  # stop() removes each from _started
         try:
             stop(proc, grace=2.0)
         except Exception as e:  # go on with the others

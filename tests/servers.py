@@ -125,7 +125,10 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def connect(self, timeout: float = 10.0) -> socket.socket:
+    # The timeouts here are generous: they only bound a failure, and a server on a busy machine
+    # (a parallel build, CI) may be slow to start, answer or stop.
+
+    def connect(self, timeout: float = 30.0) -> socket.socket:
         """A new blocking client socket with a timeout."""
         return socket.create_connection(self.address, timeout=timeout)
 
@@ -133,10 +136,18 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 10.0) -> int:
+    def wait(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout=timeout)
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        """Return once the server has written ``text`` (a log line, say); fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the output of {self.name}:\n{self.output()}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit status. On Windows
         the graceful stop is Ctrl+Break, sent to the server's own process group."""
         if self.proc.poll() is None:
@@ -181,6 +192,8 @@ def wait_for_unix(
     path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
 ) -> None:
     """Return once the unix socket ``path`` accepts a connection; fail early if ``proc`` exits."""
+    if sys.platform == "win32":
+        raise ServerStartFailed("unix sockets are POSIX only here")
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
@@ -257,7 +270,7 @@ def start_ratmemcached(
     add_address: bool = True,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    ready_timeout: float = 20.0,
+    ready_timeout: float = 60.0,
     unix_socket: Path | None = None,
 ) -> ServerProcess:
     """Start ``ratmemcached`` with ``args``; remember to ``stop()`` and ``cleanup()`` it.
@@ -297,7 +310,7 @@ def start_memcached(
     *args: str,
     host: str = HOST,
     port: int | None = None,
-    ready_timeout: float = 10.0,
+    ready_timeout: float = 30.0,
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """Start Debian's memcached (skips the test when it is not installed)."""

@@ -60,7 +60,7 @@ def test_bare_decorator_and_metadata() -> None:
     assert documented.__qualname__.endswith("test_bare_decorator_and_metadata.<locals>.documented")
     assert documented.__doc__ == "Doc."
     assert documented.__module__ == __name__
-    assert documented.__wrapped__(5) == 7  # type: ignore[attr-defined]
+    assert documented.__wrapped__(5) == 7
     assert str(inspect.signature(documented)) == "(x: 'int', y: 'int' = 2) -> 'int'"
     assert isinstance(documented.cache, ObjectCache)
     assert documented.cache_parameters()["maxsize"] == 128
@@ -209,7 +209,7 @@ def test_unhashable_arguments_raise_type_error() -> None:
     with pytest.raises(TypeError, match="unhashable"):
         f([1, 2])
     with pytest.raises(TypeError, match="unhashable"):
-        functools.lru_cache(lambda x: 1)([1, 2])
+        functools.lru_cache(lambda x: 1)([1, 2])  # type: ignore[arg-type]
 
 
 def test_a_custom_key_function() -> None:
@@ -565,5 +565,5 @@ def test_coroutines_on_a_bytes_cache_are_single_flight(clock: ManualClock) -> No
 
     assert asyncio.run(main()) == [1] * 5
     assert calls == 1
-    assert slow.cache_info().currsize == 1  # type: ignore[attr-defined]
+    assert slow.cache_info().currsize == 1
     c.close()

@@ -22,14 +22,17 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiomcache
 import memcache
-import meta_memcache
 import pytest
+from meta_memcache.cache_client import CacheClient
+from meta_memcache.configuration import ServerAddress
+from meta_memcache.connection.pool import ConnectionPool
+from meta_memcache.protocol import SetMode
 from pymemcache import serde
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
@@ -211,8 +214,8 @@ class AiomcacheOps(Ops):
     async def _connect(host: str, port: int) -> aiomcache.Client:
         return aiomcache.Client(host, port, pool_size=2)
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.runner.run(asyncio.wait_for(coro, 10))
+    def run(self, op: Awaitable[T]) -> T:
+        return self.runner.run(asyncio.wait_for(op, 10))
 
     def set(self, key: str, value: Any, ttl: int = 0) -> bool:
         return self.run(self.c.set(key.encode(), value, exptime=ttl))
@@ -265,14 +268,14 @@ class MetaMemcacheOps(Ops):
         # meta-memcache's pools have no close(): keep the sockets, to close them ourselves.
         self.sockets: list[socket.socket] = []
 
-        def pool(server: meta_memcache.ServerAddress) -> meta_memcache.ConnectionPool:
+        def pool(server: ServerAddress) -> ConnectionPool:
             def connect() -> socket.socket:
                 s = socket.create_connection((server.host, server.port), timeout=5)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.sockets.append(s)
                 return s
 
-            return meta_memcache.ConnectionPool(
+            return ConnectionPool(
                 server=str(server),
                 socket_factory_fn=connect,
                 initial_pool_size=1,
@@ -281,8 +284,8 @@ class MetaMemcacheOps(Ops):
                 read_buffer_size=READ_BUFFER,
             )
 
-        self.c = meta_memcache.CacheClient.cache_client_from_servers(
-            servers=[meta_memcache.ServerAddress(host=host, port=port)],
+        self.c = CacheClient.cache_client_from_servers(
+            servers=[ServerAddress(host=host, port=port)],
             connection_pool_factory_fn=pool,
         )
 
@@ -290,7 +293,7 @@ class MetaMemcacheOps(Ops):
         return self.c.set(key, value, ttl=ttl)
 
     def add(self, key: str, value: Any) -> bool:
-        return self.c.set(key, value, ttl=0, set_mode=meta_memcache.SetMode.ADD)
+        return self.c.set(key, value, ttl=0, set_mode=SetMode.ADD)
 
     def get(self, key: str) -> Any:
         return self.c.get(key)

@@ -9,16 +9,14 @@ from typing import Any
 import pytest
 import tomlkit
 
+from ratmemcache.builders import build_cache, build_engine, engine_settings
 from ratmemcache.config import (
     ALIASES,
     ORIGINAL_ONLY,
     Config,
     apply_overrides,
-    build_cache,
-    build_engine,
     config_from_mapping,
     describe,
-    engine_settings,
     format_size,
     load_config,
     parse_duration,

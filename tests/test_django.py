@@ -908,7 +908,8 @@ def test_default_timeout_setting(backend: Backend, timeout: int | None) -> None:
             assert cache.default_timeout == timeout
             cache.set("infinite_foo", "bar")
             assert cache.get("infinite_foo") == "bar"
-            if backend.clock is not None:
+            if backend.clock is not None:  # the in-process backend
+                assert isinstance(cache, RatMemCache)
                 backend.elapse(300 * 2)  # past the 300 s default it replaced
                 assert cache.get("infinite_foo") == "bar"
                 remaining = cache.cache.ttl(cache.make_key("infinite_foo"))
@@ -994,7 +995,7 @@ def test_real_clock_float_timeout(fresh: None) -> None:
     c.set("k", "v", timeout=0.15)
     c.set("stays", "v", timeout=60)
     assert c.get("k") == "v"
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while c.get("k") is not None:
         assert time.monotonic() < deadline
         time.sleep(0.02)

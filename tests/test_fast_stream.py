@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from ratmemcache.fast_stream import HIGH_WATER, FastStream, adopt
@@ -29,6 +30,7 @@ def run_pair(
     async def main() -> None:
         multi = await anyio.create_tcp_listener(local_host="127.0.0.1")
         listener = multi.listeners[0]
+        assert isinstance(listener, anyio.abc.SocketListener)
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         client = socket.create_connection(("127.0.0.1", port))
         try:
@@ -90,7 +92,7 @@ def test_reading_pauses_above_the_high_water_mark_and_resumes(options: dict[str,
                         sent += client.send(chunk)
                     except BlockingIOError:
                         break
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         protocol = fast._p
         assert protocol.reading_paused
         assert HIGH_WATER <= protocol.buffered < HIGH_WATER + 4 * 65536

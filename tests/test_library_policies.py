@@ -261,7 +261,7 @@ def test_lru_order_over_a_sequence() -> None:
     fill(c, "abcd")
     for k in "dcba":  # now a is the most recent, d the least
         c.get(k)
-    evicted = []
+    evicted: list[str | bytes] = []
     for k in "wxyz":
         before = set(c.keys())
         c.set(k, b"v")
@@ -312,7 +312,7 @@ def test_fifo_evicts_in_insertion_order() -> None:
     fill(c, "abcde")
     for k in "edcba":
         c.get(k)
-    evicted = []
+    evicted: list[str | bytes] = []
     for i in range(5):
         before = set(c.keys())
         c.set(f"n{i}", b"v")
@@ -456,7 +456,7 @@ def test_ttl_policy_evicts_soonest_expiring_first(clock: ManualClock) -> None:
     c.set("b", b"v", ttl=10)
     c.set("never", b"v", ttl=0)
     c.set("d", b"v", ttl=50)
-    order = []
+    order: list[str | bytes] = []
     for k, ttl in [("e", 1000), ("f", 2000), ("g", 3000), ("h", 0), ("i", 5)]:
         before = set(c.keys())
         c.set(k, b"v", ttl=ttl)
@@ -508,7 +508,7 @@ def test_sieve_visited_entry_gets_a_second_chance() -> None:
 def test_sieve_unread_entries_leave_in_fifo_order() -> None:
     c = one_shard("sieve", max_entries=4)
     fill(c, "abcd")
-    evicted = []
+    evicted: list[str | bytes] = []
     for k in "wxyz":
         before = set(c.keys())
         c.set(k, b"v")

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -28,7 +30,11 @@ def _recv_until_closed(sock: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_shutdown_modes(engine: str) -> None:
-    for start in (lambda: memcached("-A"), lambda: ratmemcached("-A", engine=engine)):
+    starts: tuple[Callable[[], AbstractContextManager[ServerProcess]], ...] = (
+        lambda: memcached("-A"),
+        lambda: ratmemcached("-A", engine=engine),
+    )
+    for start in starts:
         with start() as srv:
             with srv.connect() as s:
                 assert exchange(s, b"shutdown now\r\n") == b"CLIENT_ERROR invalid shutdown mode\r\n"
@@ -92,10 +98,11 @@ def test_no_evictions(engine: str) -> None:
     refused set's old value is gone, and the counters say so."""
     value = b"x" * 100_000
     results = []
-    for start in (
+    starts: tuple[Callable[[], AbstractContextManager[ServerProcess]], ...] = (
         lambda: memcached("-M", "-m", "8"),
         lambda: ratmemcached("-M", "-m", "8", engine=engine),
-    ):
+    )
+    for start in starts:
         with start() as srv, srv.connect() as s:
             replies = [
                 exchange(s, b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))

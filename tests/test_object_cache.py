@@ -142,7 +142,7 @@ def test_delete_pop_popitem(oc: ObjectCache[Any, Any]) -> None:
     with pytest.raises(KeyError):
         oc.pop("c")
     with pytest.raises(TypeError):
-        oc.pop("c", 1, 2)  # type: ignore[call-arg]
+        oc.pop("c", 1, 2)  # type: ignore[call-overload]
     with pytest.raises(KeyError):
         oc.popitem()
 
@@ -457,7 +457,12 @@ def test_a_thread_waits_while_another_runs_python_code_under_the_table() -> None
     a.start()
     assert inside.wait(30)
     order: list[str] = []
-    b = threading.Thread(target=lambda: (c.set("b", 2), order.append("b done")))
+
+    def set_b() -> None:
+        c.set("b", 2)
+        order.append("b done")
+
+    b = threading.Thread(target=set_b)
     b.start()
     b.join(0.2)
     assert b.is_alive(), "B got in while A held the table"

@@ -106,7 +106,7 @@ def test_reqs_per_event_yields_as_memcached_counts(engine: str) -> None:
     for start in (memcached, ratmemcached):
         kwargs = {"engine": engine} if start is ratmemcached else {}
         mine = []
-        with start("-R", "5", **kwargs) as srv:  # type: ignore[operator]
+        with start("-R", "5", **kwargs) as srv:
             assert stat(srv.address, "reqs_per_event", b"settings") == "5"
             for batch in batches:
                 before = int(stat(srv.address, "conn_yields"))

@@ -228,7 +228,7 @@ def test_sasl_and_ascii_auth_together(pwdb: Path, tmp_path: Path) -> None:
 
 
 def test_sasl_without_users_stops_with_one_line(tmp_path: Path) -> None:
-    from ratmemcache.config import SASL_PWDB_ENV
+    from ratmemcache.authfiles import SASL_PWDB_ENV
 
     if SASL_PWDB_ENV in os.environ:
         pytest.skip(f"${SASL_PWDB_ENV} is set in this environment")

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -362,6 +363,8 @@ def test_twemproxy_spreads_keys_and_survives_a_dead_server(tmp_path: Path, engin
 def test_twemproxy_ejects_a_hung_server(tmp_path: Path) -> None:
     """A server that stops answering (SIGSTOP: a hung host, not a refused connection) costs the
     config's ``timeout`` per request until the proxy ejects it."""
+    if sys.platform == "win32":  # as nutcracker; and it narrows SIGSTOP for mypy's win32 pass
+        pytest.skip("SIGSTOP: POSIX only")
     with contextlib.ExitStack() as stack:
         servers = three_servers(stack, "native")
         port, _, conf = stack.enter_context(nutcracker(tmp_path, servers))

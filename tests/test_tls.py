@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,9 @@ def test_tls_leaves_the_unix_socket_plain(
     """As memcached's: TLS applies to TCP listeners; a unix socket (which, as memcached's -s,
     turns TCP off) is local and stays plain."""
     import socket
+
+    if sys.platform == "win32":
+        pytest.skip("unix sockets: POSIX only")
 
     crt, key = cert
     path = tmp_path / "mc.sock"

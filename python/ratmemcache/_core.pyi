@@ -4,13 +4,16 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
+from _typeshed import SupportsKeysAndGetItem
 from typing_extensions import disjoint_base
 
 __all__ = [
+    "DEFAULT_LARGE_VALUE_THRESHOLD",
     "ENTRY_OVERHEAD",
     "FLAG_SERIALIZED",
     "LATENCY_BUCKET_BOUNDS_NS",
     "POLICIES",
+    "POLICY_ALIASES",
     "Cache",
     "CachedFunction",
     "Engine",
@@ -20,9 +23,12 @@ __all__ = [
     "Session",
     "SingleFlight",
     "__version__",
+    "parse_size",
 ]
 
 _Key = str | bytes
+# Mapping is invariant in its key type: a dict[str, bytes] is no Mapping[str | bytes, Any].
+_KeyMapping = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[_Key, Any]
 _Seconds = float | int | timedelta
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -40,6 +46,13 @@ ENTRY_OVERHEAD: int
 #: Upper bounds (ns) of the latency buckets but the last, unbounded one: 256, 512, ... 2**34.
 LATENCY_BUCKET_BOUNDS_NS: list[int]
 POLICIES: list[str]
+#: Every accepted eviction spelling (lower case, without "-", "_" or spaces) -> its canonical name.
+POLICY_ALIASES: dict[str, str]
+#: Values over this many bytes live only in the L2 (``Cache(large_value_threshold=...)``).
+DEFAULT_LARGE_VALUE_THRESHOLD: int
+
+def parse_size(text: str) -> int:
+    """``"64MB"``, ``"1.5 GiB"``, ``"512k"`` or ``"1024"`` in bytes (binary units); ValueError."""
 
 @final
 class ManualClock:
@@ -87,7 +100,7 @@ class Cache:
     def __setitem__(self, key: _Key, value: Any, /) -> None: ...
     def set_with_ttl(self, key: _Key, value: Any, ttl: _Seconds) -> None: ...
     def set_many(
-        self, mapping: Mapping[_Key, Any] | Iterable[tuple[_Key, Any]], ttl: _Seconds | None = None
+        self, mapping: _KeyMapping | Iterable[tuple[_Key, Any]], ttl: _Seconds | None = None
     ) -> None: ...
     def add(self, key: _Key, value: Any, ttl: _Seconds | None = None) -> bool: ...
     def replace(self, key: _Key, value: Any, ttl: _Seconds | None = None) -> bool: ...
@@ -165,7 +178,7 @@ class ObjectCache(Generic[_K, _V]):
     def setdefault(self, key: _K, default: _V = ..., ttl: _Seconds | None = None) -> _V: ...
     def update(
         self,
-        other: Mapping[_K, _V] | Iterable[tuple[_K, _V]] | None = None,
+        other: SupportsKeysAndGetItem[_K, _V] | Iterable[tuple[_K, _V]] | None = None,
         ttl: _Seconds | None = None,
         **kwargs: _V,
     ) -> None: ...
@@ -218,6 +231,9 @@ class CachedFunction(Generic[_P, _R]):
     def __copy__(self) -> CachedFunction[_P, _R]: ...
     def __deepcopy__(self, memo: Any, /) -> CachedFunction[_P, _R]: ...
     __wrapped__: Callable[_P, _R]
+    # Set by functools.update_wrapper (the instance has a __dict__), as on a plain function.
+    __name__: str
+    __qualname__: str
 
 @final
 class SingleFlight:

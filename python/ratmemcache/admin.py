@@ -16,6 +16,7 @@ prometheus_client is imported only when the listener starts, so ``import ratmemc
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import socket
@@ -25,6 +26,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ratmemcache.addresses import format_addr, is_wildcard
+from ratmemcache.errors import ServerStartError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -369,10 +373,6 @@ class AdminServer:
 
 def start_admin(engine: StatsSource, host: str, port: int, *, io_engine: str = "") -> AdminServer:
     """Start the admin listener; a port it can't have is a ``ServerStartError`` (one line)."""
-    import errno
-
-    from ratmemcache.server import ServerStartError, _format_addr
-
     admin = AdminServer(engine, io_engine=io_engine)
     try:
         admin.start(host, port)
@@ -381,14 +381,11 @@ def start_admin(engine: StatsSource, host: str, port: int, *, io_engine: str = "
         if e.errno == errno.EADDRINUSE:
             why = "address already in use (choose another with --admin-port)"
         raise ServerStartError(
-            f"[admin] cannot listen on {_format_addr(host, port)} for HTTP: {why}"
+            f"[admin] cannot listen on {format_addr(host, port)} for HTTP: {why}"
         ) from None
     host, bound = admin.address
-    log.info(
-        "admin HTTP listener on http://%s/ (/metrics, /api/stats)",
-        f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}",
-    )
-    if host in ("0.0.0.0", "::"):
+    log.info("admin HTTP listener on http://%s/ (/metrics, /api/stats)", format_addr(host, bound))
+    if is_wildcard(host):
         log.warning(
             "the admin HTTP listener is on all interfaces and has no authentication: anyone who "
             "can reach this host can read the server's statistics"

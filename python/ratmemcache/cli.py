@@ -23,7 +23,7 @@ import click
 
 from ratmemcache import __version__
 from ratmemcache.config import Config, load_config, parse_size, split_host_port
-from ratmemcache.errors import ConfigError
+from ratmemcache.errors import ConfigError, ServerStartError
 
 __all__ = ["cli", "main"]
 
@@ -535,7 +535,7 @@ def _size_flag(text: str, flag: str) -> int:
 
 def _serve(config: Config, *, daemon: bool, verbosity: int) -> int:
     from ratmemcache import logsetup
-    from ratmemcache.server import ServerStartError, run
+    from ratmemcache.server import run
 
     ready_fd: int | None = None
     if daemon:

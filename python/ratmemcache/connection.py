@@ -124,22 +124,35 @@ async def run_connection(
     inline_close = False
     inline_error: Exception | None = None
 
+    def exchange(data: bytes) -> tuple[bytes, bool]:
+        """One protocol call and its accounting: count the bytes in, feed the session, note what
+        it still holds of an unfinished request and how large its reply is. The caller sends the
+        reply (``write_now`` inline, ``await send`` in the task). Synchronous and returning
+        ``feed``'s own tuple, so the request path pays no await and no allocation for it; the
+        heavy path runs it whole in a worker thread (the task waits meanwhile, so nothing else
+        touches this connection's counters)."""
+        nonlocal buffered, big_replies
+        state.bytes_in += len(data)
+        result = feed(data)
+        buffered = session.buffered
+        reply = result[0]
+        if reply:
+            big_replies = len(reply) >= offload
+            state.bytes_out += len(reply)
+        return result
+
     def serve_inline(data: bytes) -> bool:
-        nonlocal buffered, big_replies, inline_close, inline_error
+        nonlocal inline_close, inline_error
         if state.draining or buffered or big_replies or len(data) >= offload:
             return False
         assert fast is not None
-        state.bytes_in += len(data)
         try:
-            reply, close = feed(data)
+            reply, close = exchange(data)
         except Exception as e:  # a bug: the task raises it, as if its own feed had
             inline_error = e
             fast.hand_over()
             return True
-        buffered = session.buffered
         if reply:
-            big_replies = len(reply) >= offload
-            state.bytes_out += len(reply)
             fast.write_now(reply)
         if close or fast.writing_paused or session.has_more:
             inline_close = close
@@ -184,41 +197,44 @@ async def run_connection(
                             await fast.drain()
                         continue
                 state.idle = False
-                state.bytes_in += len(data)
 
                 heavy = always_offload or big_replies or buffered + len(data) >= offload
                 if state.draining:
-                    # Shutdown began while this request was arriving: finish it, within the grace,
-                    # even though the connection's scope may already be cancelled.
+                    # Shutdown began while this request was arriving: finish it (and send its
+                    # reply) within the grace, even though the connection's scope may already be
+                    # cancelled; then close unless the request is still incomplete.
                     close = True
                     with (
                         anyio.CancelScope(shield=True),
-                        anyio.move_on_after(options.shutdown_grace),
+                        anyio.move_on_after(options.shutdown_grace) as grace,
                     ):
-                        close = await _exchange(stream, session, data, state, options, heavy)
-                    if close:
+                        if heavy:
+                            reply, close = await anyio.to_thread.run_sync(
+                                exchange, data, limiter=options.limiter
+                            )
+                        else:
+                            reply, close = exchange(data)
+                        if reply:
+                            await send(reply)
+                    if grace.cancelled_caught or close:
                         state.closed_because = "shutdown"
                         break
-                    buffered = session.buffered
                     continue
 
                 t0 = time.perf_counter() if sw.perf else 0.0
                 if heavy:
                     reply, close = await anyio.to_thread.run_sync(
-                        feed, data, limiter=options.limiter
+                        exchange, data, limiter=options.limiter
                     )
                 else:
-                    reply, close = feed(data)
+                    reply, close = exchange(data)
                 if sw.perf:
                     _report_slow(state, time.perf_counter() - t0, len(data), len(reply))
                 if sw.cache:
                     cache_log.debug(
                         "conn %d: %d bytes in, %d bytes out", state.id, len(data), len(reply)
                     )
-                buffered = session.buffered
                 if reply:
-                    big_replies = len(reply) >= offload
-                    state.bytes_out += len(reply)
                     await send(reply)
                 if close:
                     closed_by_the_engine()
@@ -243,25 +259,6 @@ async def run_connection(
                 state.bytes_in,
                 state.bytes_out,
             )
-
-
-async def _exchange(
-    stream: anyio.abc.ByteStream,
-    session: Session,
-    data: bytes,
-    state: ConnectionState,
-    options: ConnectionOptions,
-    offload: bool,
-) -> bool:
-    """One feed and its send, used on the shutdown path. Returns the close flag."""
-    if offload:
-        reply, close = await anyio.to_thread.run_sync(session.feed, data, limiter=options.limiter)
-    else:
-        reply, close = session.feed(data)
-    if reply:
-        state.bytes_out += len(reply)
-        await stream.send(reply)
-    return close
 
 
 def _report_slow(state: ConnectionState, seconds: float, n_in: int, n_out: int) -> None:

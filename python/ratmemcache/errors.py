@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "PersistenceError",
     "RatMemCacheError",
+    "ServerStartError",
 ]
 
 
@@ -28,3 +29,10 @@ class PersistenceError(RatMemCacheError, OSError):
 
 class CacheClosedError(RatMemCacheError, RuntimeError):
     """The cache was shut down; create a new one."""
+
+
+class ServerStartError(RatMemCacheError, OSError):
+    """The server could not start (the port is in use, the socket path is taken, ...).
+
+    The message is one line meant for the operator; the CLI prints it as is.
+    """

@@ -30,26 +30,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ratmemcache.config import (
-    Config,
-    apply_overrides,
-    build_cache,
-    build_engine,
-    format_size,
-)
-from ratmemcache.errors import ConfigError, PersistenceError
-from ratmemcache.lifecycle import require_bytes_cache
-from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
-from ratmemcache.server import (
-    PERF_REPORT_SECONDS,
-    STOP_SIGNALS,
-    ServerStartError,
-    _bind_error,
-    _format_addr,
-    _is_wildcard,
-    _option_table,
-    check_unix_path,
-)
+from ratmemcache.addresses import bind_error, check_unix_path
+from ratmemcache.config import Config
+from ratmemcache.errors import ConfigError, ServerStartError
+from ratmemcache.lifecycle import STOP_SIGNALS, Lifecycle, serve_config
+from ratmemcache.logsetup import LogSwitches
 
 if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine, NativeServer
@@ -58,8 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["NativeHandle", "run_native", "serve_native"]
 
 log = logging.getLogger("ratmemcache.server")
-audit_log = logging.getLogger(AUDIT_LOGGER)
-perf_log = logging.getLogger(PERF_LOGGER)
 
 #: How often the embedding thread and the CLI collect the Rust side's log events.
 POLL_SECONDS = 0.1
@@ -72,31 +55,23 @@ class NativeHandle:
     a context manager that stops on exit. The cache is closed on stop only if the server built it.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        server: NativeServer,
-        engine: Engine,
-        cache: Cache,
-        *,
-        own_cache: bool,
-        switches: LogSwitches,
-        admin: AdminServer | None = None,
-    ) -> None:
-        self.config = config
+    def __init__(self, life: Lifecycle, server: NativeServer) -> None:
+        assert life.cache is not None and life.engine is not None, "started by start_native()"
+        self._life = life
+        self.config = life.config
         self.server = server
-        self.engine = engine
-        self.cache = cache
-        self.switches = switches
-        #: The HTTP admin listener (``[admin] http_port``), or None.
-        self.admin = admin
-        self.unix_socket = config.server.unix_socket
-        self._own_cache = own_cache
+        self.engine: Engine = life.engine
+        self.cache: Cache = life.cache
+        self.switches: LogSwitches = life.switches
+        self.unix_socket = life.config.server.unix_socket
         self._lock = threading.Lock()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._last_perf = time.monotonic()
-        self._last_stats: dict[str, str] = {}
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The HTTP admin listener (``[admin] http_port``), or None."""
+        return self._life.admin
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -152,19 +127,11 @@ class NativeHandle:
                 return
             self._stopped = True
         if not drained:
-            log.warning(
-                "closing %d connection(s) still busy after the %gs shutdown grace",
-                self.server.connection_count,
-                self.config.server.shutdown_grace,
-            )
-        if self.admin is not None:
-            self.admin.stop()
+            self._life.log_cut_off(self.server.connection_count)
         self.server.close()
         self.flush_events()
-        if self.switches.audit:
-            audit_log.info("stopped")
-        if self._own_cache:
-            self.cache.close()
+        self._life.log_stopped()
+        self._life.shutdown()
 
     def flush_events(self) -> None:
         """Log what the Rust side queued (call it now and then; the CLI and the thread do)."""
@@ -173,33 +140,11 @@ class NativeHandle:
             logging.getLogger(logger).log(level, "%s", message)
         if dropped:
             log.warning("%d log event(s) dropped: the log could not keep up", dropped)
-        if self.switches.perf and time.monotonic() - self._last_perf >= PERF_REPORT_SECONDS:
-            self._report_perf()
-
-    def _report_perf(self) -> None:
-        now = time.monotonic()
-        elapsed, self._last_perf = now - self._last_perf, now
-        stats = self.engine.stats()
-        last = self._last_stats
-        ops = sum(int(stats.get(k, "0")) - int(last.get(k, "0")) for k in ("cmd_get", "cmd_set"))
-        perf_log.info(
-            "%.0f ops/s over %gs; %s connection(s); get_hits=%s get_misses=%s evictions=%s",
-            ops / elapsed,
-            round(elapsed),
-            stats.get("curr_connections", "?"),
-            stats.get("get_hits", "?"),
-            stats.get("get_misses", "?"),
-            stats.get("evictions", "?"),
-        )
-        self._last_stats = stats
+        if self._life.perf_due():
+            self._life.report_perf()
 
     def _audit_stopping(self, reason: str) -> None:
-        if self.switches.audit:
-            audit_log.info(
-                "shutting down (%s): stopped accepting; %d connection(s) open",
-                reason,
-                self.server.connection_count,
-            )
+        self._life.log_stopping(reason, self.server.connection_count)
 
     def _run_in_background(self) -> None:
         """Collect events until a stop begins; finish a stop that the ``shutdown`` command
@@ -245,10 +190,10 @@ def start_native(
     """
     from ratmemcache._core import NativeServer
 
-    require_bytes_cache(cache, "serve_native()")
-    config.check_available()
+    life = Lifecycle(config, cache, io_engine="native", who="serve_native()", switches=switches)
+    life.check()
     s = config.server
-    sw = switches if switches is not None else LogSwitches.from_config(config.logging)
+    sw = life.switches
     hosts: list[str] = []
     if s.unix_socket:
         # memcached's -s: the unix socket alone, no TCP and no UDP.
@@ -257,7 +202,7 @@ def start_native(
         try:
             hosts = _resolve(s.bind, s.port)
         except OSError as e:
-            raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+            raise ServerStartError(bind_error(e, s.bind, s.port)) from None
     try:
         server = NativeServer(
             hosts,
@@ -284,65 +229,21 @@ def start_native(
             raise ServerStartError(
                 f"cannot listen on unix socket {e.filename}: {e.strerror or e}"
             ) from None
-        raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
-    own_cache = cache is None
-    admin: AdminServer | None = None
+        raise ServerStartError(bind_error(e, s.bind, s.port)) from None
     try:
-        if cache is None:
-            try:
-                cache = build_cache(config)
-            except PersistenceError as e:
-                raise ServerStartError(str(e)) from None
-        engine = build_engine(
-            config,
-            cache,
+        engine = life.build_engine(
             port=server.port or None,
             udp_port=server.udp_addresses[0][1] if server.udp_addresses else None,
         )
-        if config.admin.http_port:
-            from ratmemcache.admin import start_admin
-
-            admin = start_admin(
-                engine, config.admin.http_bind, config.admin.http_port, io_engine="native"
-            )
+        life.start_admin()
         server.start(engine)
     except BaseException:
-        if admin is not None:
-            admin.stop()
         server.close()
-        if own_cache and cache is not None:
-            cache.close()
+        life.shutdown()
         raise
-    handle = NativeHandle(
-        config, server, engine, cache, own_cache=own_cache, switches=sw, admin=admin
-    )
-    _log_startup(handle, given_cache=not own_cache)
+    handle = NativeHandle(life, server)
+    life.started(handle.addresses, handle.udp_addresses, handle.unix_socket)
     return handle
-
-
-def _log_startup(handle: NativeHandle, *, given_cache: bool) -> None:
-    cfg = handle.config
-    where = ", ".join(
-        [_format_addr(h, p) for h, p in handle.addresses]
-        + [f"udp:{_format_addr(h, p)}" for h, p in handle.udp_addresses]
-        + ([f"unix:{handle.unix_socket}"] if handle.unix_socket else [])
-    )
-    log.info(
-        "ratmemcached listening on %s (io_engine=native, worker_threads=%d, max_memory=%s, "
-        "eviction=%s, max_connections=%d)",
-        where,
-        cfg.performance.worker_threads,
-        format_size(cfg.l1.max_memory) if not given_cache else "from the cache",
-        cfg.l1.eviction_strategy if not given_cache else "from the cache",
-        cfg.server.max_connections,
-    )
-    if any(_is_wildcard(h) for h, _ in handle.addresses) and not (
-        cfg.server.auth_file or cfg.server.sasl
-    ):
-        log.warning(
-            "listening on all interfaces without authentication: anyone who can reach this "
-            "host can read and change the cache"
-        )
 
 
 def serve_native(
@@ -369,18 +270,9 @@ def serve_native(
     ``idle_timeout=``, ``unix_socket=``, ``worker_threads=``, ``max_item_size=``, ``http_port=``
     ...). ``port=0`` picks a free port.
     """
-    cfg = config if config is not None else Config()
-    overrides: dict[str, Any] = {
-        "server.bind": host,
-        "server.port": port,
-        "server.engine": "native",
-    }
-    for name, value in options.items():
-        table = _option_table(name)
-        if table is None:
-            raise TypeError(f"serve_native() got an unexpected option {name!r}")
-        overrides[f"{table}.{name}"] = value
-    apply_overrides(cfg, overrides)
+    cfg = serve_config(
+        "serve_native()", config, host, port, options, fixed={"server.engine": "native"}
+    )
     handle = start_native(cfg, cache)
     handle._run_in_background()
     return handle
@@ -422,9 +314,9 @@ def _serve_until_stopped(handle: NativeHandle, pending: list[int]) -> int:
     reason: str | None = None
     while reason is None:
         if pending:
-            name = signal.Signals(pending.pop(0)).name
-            log.info("%s received: shutting down gracefully (again to force)", name)
-            reason = name
+            signum = pending.pop(0)
+            handle._life.log_signal(signum, again=False)
+            reason = signal.Signals(signum).name
             break
         reason = server.wait(POLL_SECONDS)
         handle.flush_events()
@@ -435,8 +327,7 @@ def _serve_until_stopped(handle: NativeHandle, pending: list[int]) -> int:
     while not server.wait_drained(POLL_SECONDS):
         handle.flush_events()
         if pending:
-            name = signal.Signals(pending.pop(0)).name
-            log.warning("%s again: closing all connections now", name)
+            handle._life.log_signal(pending.pop(0), again=True)
             server.force_stop()
             handle._finish(drained=True)
             return 1

@@ -25,8 +25,6 @@ import os
 import signal
 import socket
 import ssl
-import stat
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,51 +35,34 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from ratmemcache.config import (
-    AdminConfig,
-    Config,
-    PerformanceConfig,
-    ServerConfig,
-    apply_overrides,
-    build_cache,
-    build_engine,
-    build_tls_context,
-    format_size,
-)
+from ratmemcache.addresses import bind_error, check_unix_path, format_addr
+from ratmemcache.builders import build_tls_context
+from ratmemcache.config import Config
 from ratmemcache.connection import (
     ConnectionOptions,
     ConnectionState,
     run_connection,
     settle_read_pause,
 )
-from ratmemcache.errors import ConfigError, PersistenceError, RatMemCacheError
+from ratmemcache.errors import ConfigError, ServerStartError
 from ratmemcache.fast_stream import adopt
-from ratmemcache.lifecycle import require_bytes_cache
-from ratmemcache.logsetup import AUDIT_LOGGER, PERF_LOGGER, LogSwitches
+from ratmemcache.lifecycle import PERF_REPORT_SECONDS, STOP_SIGNALS, Lifecycle, serve_config
+from ratmemcache.logsetup import AUDIT_LOGGER, LogSwitches
 
 if TYPE_CHECKING:
     from ratmemcache._core import Cache, Engine
     from ratmemcache.admin import AdminServer
 
+# ServerStartError lives in ratmemcache.errors; it stays importable from here for existing code.
 __all__ = ["Server", "ServerStartError", "anyio_backend_options", "run", "serve"]
 
 log = logging.getLogger("ratmemcache.server")
 audit_log = logging.getLogger(AUDIT_LOGGER)
-perf_log = logging.getLogger(PERF_LOGGER)
 
 #: memcached's reply to a connection over the -c limit (it accepts, writes this, and closes).
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
-#: How often the performance log reports throughput.
-PERF_REPORT_SECONDS = 60.0
 #: How long an accept loop pauses after a transient accept() failure (out of file descriptors).
 ACCEPT_RETRY_PAUSE = 0.05
-
-#: The signals that stop the server gracefully (a second one forces the stop). Windows has no
-#: SIGTERM that one process can send another (``TerminateProcess`` kills outright), so there
-#: Ctrl+Break (SIGBREAK, e.g. ``CTRL_BREAK_EVENT`` sent to the server's process group) does it too.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
-if sys.platform == "win32":
-    STOP_SIGNALS += (signal.SIGBREAK,)
 
 # Errors from accept() that mean "try again later", not "the listener is broken".
 _TRANSIENT_ACCEPT = {
@@ -93,13 +74,6 @@ _TRANSIENT_ACCEPT = {
     errno.EPROTO,
     errno.EPERM,
 }
-
-
-class ServerStartError(RatMemCacheError, OSError):
-    """The server could not start (the port is in use, the socket path is taken, ...).
-
-    The message is one line meant for the operator; the CLI prints it as is.
-    """
 
 
 class Server:
@@ -118,17 +92,12 @@ class Server:
         *,
         handle_signals: bool = False,
     ) -> None:
-        require_bytes_cache(cache, "Server")
         self.config = config if config is not None else Config()
         # This class is the anyio engine, whatever the config names (stats settings says so).
         self.config.server.engine = "anyio"
-        self._given_cache = cache
-        self._cache: Cache | None = cache
-        self._engine: Engine | None = None
-        #: The HTTP admin listener, while serving with ``[admin] http_port`` set.
-        self.admin: AdminServer | None = None
+        self._life = Lifecycle(self.config, cache, io_engine="anyio", who="Server")
         self.handle_signals = handle_signals
-        self.switches = LogSwitches.from_config(self.config.logging)
+        self.switches: LogSwitches = self._life.switches
         self._conns: set[ConnectionState] = set()
         self._next_id = 0
         self._shutdown: anyio.Event | None = None
@@ -148,20 +117,25 @@ class Server:
 
     @property
     def cache(self) -> Cache:
-        if self._cache is None:
+        if self._life.cache is None:
             raise RuntimeError("the server has not started yet")
-        return self._cache
+        return self._life.cache
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
+        if self._life.engine is None:
             raise RuntimeError("the server has not started yet")
-        return self._engine
+        return self._life.engine
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The HTTP admin listener, while serving with ``[admin] http_port`` set."""
+        return self._life.admin
 
     @property
     def port(self) -> int:
         """The TCP port actually bound (useful with port 0); 0 with only a unix socket."""
-        if self._engine is None:
+        if self._life.engine is None:
             raise RuntimeError("the server has not started yet")
         return self.addresses[0][1] if self.addresses else 0
 
@@ -197,8 +171,7 @@ class Server:
         Raises :class:`ConfigError` for settings this build can't honour and
         :class:`ServerStartError` when it can't listen; both before anything is served.
         """
-        cfg = self.config
-        cfg.check_available()
+        self._life.check()
         self._shutdown = anyio.Event()
         self._all_closed = anyio.Event()
         self._all_closed.set()
@@ -219,39 +192,28 @@ class Server:
         task_status: anyio.abc.TaskStatus[Server],
     ) -> None:
         cfg = self.config
+        life = self._life
         assert self._shutdown is not None
-        own_cache = self._given_cache is None
-        if self._cache is None:
-            # Before the listeners: a server whose L2 can't open never accepts a connection.
-            try:
-                self._cache = build_cache(cfg)
-            except PersistenceError as e:
-                raise ServerStartError(str(e)) from None
         listeners: list[anyio.abc.SocketListener] = []
         udp: list[anyio.abc.UDPSocket] = []
         try:
+            # Before the listeners: a server whose L2 can't open never accepts a connection.
+            life.open_cache()
             # UDP first: once the TCP port accepts, UDP is served too (clients and tests take an
             # accepting port to mean "ready").
             udp = await self._open_udp()
             listeners = await self._open_listeners()
-            self._engine = build_engine(
-                cfg,
-                self._cache,
+            engine = life.build_engine(
                 port=self.addresses[0][1] if self.addresses else None,
                 udp_port=self.udp_addresses[0][1] if self.udp_addresses else None,
             )
             self._tls = build_tls_context(cfg)
-            self._log_startup()
-            if cfg.admin.http_port:
-                from ratmemcache.admin import start_admin
-
-                self.admin = start_admin(
-                    self._engine, cfg.admin.http_bind, cfg.admin.http_port, io_engine="anyio"
-                )
+            life.started(self.addresses, self.udp_addresses, self.unix_socket)
+            life.start_admin()
             options = ConnectionOptions(
                 read_size=cfg.performance.read_size,
                 offload_threshold=cfg.performance.offload_threshold,
-                always_offload=self._engine.may_block,
+                always_offload=engine.may_block,
                 idle_timeout=cfg.server.idle_timeout,
                 shutdown_grace=cfg.server.shutdown_grace,
                 switches=self.switches,
@@ -279,27 +241,15 @@ class Server:
                 listeners = []
                 await _close_all(udp)
                 udp = []
-                if self.switches.audit:
-                    audit_log.info(
-                        "shutting down (%s): stopped accepting; %d connection(s) open",
-                        self.shutdown_reason,
-                        len(self._conns),
-                    )
+                life.log_stopping(self.shutdown_reason, len(self._conns))
                 await self._drain()
                 conn_tg.cancel_scope.cancel()
-            if self.switches.audit:
-                audit_log.info("stopped")
+            life.log_stopped()
         finally:
-            if self.admin is not None:
-                self.admin.stop()
-                self.admin = None
             await _close_all(listeners)
             await _close_all(udp)
             self._remove_unix_socket()
-            if own_cache and self._cache is not None:
-                # Ours to close: commits the L2 durably (and, with write_back, writes the L1 down)
-                # so a restart serves everything. An embedding app's cache stays open.
-                self._cache.close()
+            life.shutdown()
 
     async def _open_listeners(self) -> list[anyio.abc.SocketListener]:
         """The TCP listeners, or with ``[server] unix_socket`` that socket alone (memcached's
@@ -316,7 +266,7 @@ class Server:
         except OSError as e:
             await _close_all(listeners)
             self._remove_unix_socket()
-            raise ServerStartError(_bind_error(e, s.bind, s.port)) from None
+            raise ServerStartError(bind_error(e, s.bind, s.port)) from None
         tcp: list[anyio.abc.SocketListener] = list(multi.listeners)  # type: ignore[arg-type]
         for lst in tcp:
             addr = lst.extra(SocketAttribute.local_address)
@@ -337,7 +287,7 @@ class Server:
                 flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG,
             )
         except OSError as e:
-            raise ServerStartError(_bind_error(e, s.bind, s.udp_port)) from None
+            raise ServerStartError(bind_error(e, s.bind, s.udp_port)) from None
         hosts = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
         socks: list[anyio.abc.UDPSocket] = []
         for host in hosts:
@@ -346,7 +296,7 @@ class Server:
             except OSError as e:
                 await _close_all(socks)
                 raise ServerStartError(
-                    _bind_error(e, host, s.udp_port).replace("listen on", "serve UDP on", 1)
+                    bind_error(e, host, s.udp_port).replace("listen on", "serve UDP on", 1)
                 ) from None
             addr = sock.extra(SocketAttribute.local_address)
             self.udp_addresses.append((str(addr[0]), int(addr[1])))
@@ -396,28 +346,6 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix_socket)
             self.unix_socket = None
-
-    def _log_startup(self) -> None:
-        cfg = self.config
-        where = ", ".join(
-            [_format_addr(h, p) for h, p in self.addresses]
-            + [f"udp:{_format_addr(h, p)}" for h, p in self.udp_addresses]
-            + ([f"unix:{self.unix_socket}"] if self.unix_socket else [])
-        )
-        log.info(
-            "ratmemcached listening on %s (max_memory=%s, eviction=%s, max_connections=%d)",
-            where,
-            format_size(cfg.l1.max_memory) if self._given_cache is None else "from the cache",
-            cfg.l1.eviction_strategy if self._given_cache is None else "from the cache",
-            cfg.server.max_connections,
-        )
-        if any(_is_wildcard(h) for h, _ in self.addresses) and not (
-            cfg.server.auth_file or cfg.server.sasl
-        ):
-            log.warning(
-                "listening on all interfaces without authentication: anyone who can reach this "
-                "host can read and change the cache"
-            )
 
     async def _handshake(
         self, stream: anyio.abc.SocketStream, state: ConnectionState
@@ -533,11 +461,7 @@ class Server:
         with anyio.move_on_after(self.config.server.shutdown_grace) as grace:
             await self._all_closed.wait()
         if grace.cancelled_caught and self._conns:
-            log.warning(
-                "closing %d connection(s) still busy after the %gs shutdown grace",
-                len(self._conns),
-                self.config.server.shutdown_grace,
-            )
+            self._life.log_cut_off(len(self._conns))
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
@@ -545,11 +469,11 @@ class Server:
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if self._shutdown is not None and self._shutdown.is_set():
-            log.warning("%s again: closing all connections now", name)
+        again = self._shutdown is not None and self._shutdown.is_set()
+        self._life.log_signal(signum, again=again)
+        if again:
             self.force_shutdown(name)
         else:
-            log.info("%s received: shutting down gracefully (again to force)", name)
             self.request_shutdown(name)
 
     def _install_fallback_signals(self) -> None:
@@ -569,24 +493,9 @@ class Server:
                 self._on_signal(self._pending_signals.pop(0))
 
     async def _report_perf(self) -> None:
-        engine = self.engine
-        last: dict[str, str] = {}
         while True:
             await anyio.sleep(PERF_REPORT_SECONDS)
-            stats = engine.stats()
-            ops = sum(
-                int(stats.get(k, "0")) - int(last.get(k, "0")) for k in ("cmd_get", "cmd_set")
-            )
-            perf_log.info(
-                "%.0f ops/s over %gs; %s connection(s); get_hits=%s get_misses=%s evictions=%s",
-                ops / PERF_REPORT_SECONDS,
-                PERF_REPORT_SECONDS,
-                stats.get("curr_connections", "?"),
-                stats.get("get_hits", "?"),
-                stats.get("get_misses", "?"),
-                stats.get("evictions", "?"),
-            )
-            last = stats
+            self._life.report_perf()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -603,30 +512,6 @@ async def _close_all(
                 await lst.aclose()
 
 
-def _bind_error(e: OSError, host: str, port: int) -> str:
-    where = _format_addr(host, port)
-    if isinstance(e, socket.gaierror):
-        return f"cannot listen on {where}: cannot resolve {host!r} ({e.strerror or e})"
-    if e.errno == errno.EADDRINUSE:
-        return (
-            f"cannot listen on {where}: address already in use (is another memcached or "
-            "ratmemcached running there? choose another port with -p)"
-        )
-    if e.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
-    if e.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: {host} is not an address of this machine"
-    return f"cannot listen on {where}: {e.strerror or e}"
-
-
-def _format_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_wildcard(host: str) -> bool:
-    return host in ("0.0.0.0", "::", "")
-
-
 def _is_unix(stream: anyio.abc.SocketStream) -> bool:
     """A unix-socket connection: TLS (like memcached's) applies to TCP only."""
     try:
@@ -641,41 +526,8 @@ def _peer(stream: anyio.abc.SocketStream) -> str:
     except Exception:
         return "?"
     if isinstance(addr, tuple):
-        return _format_addr(str(addr[0]), int(addr[1]))
+        return format_addr(str(addr[0]), int(addr[1]))
     return str(addr) or "unix"
-
-
-def check_unix_path(path: str) -> None:
-    """Refuse a non-socket file or a live server's socket; remove a stale socket."""
-    if sys.platform == "win32":
-        raise ServerStartError("--unix-socket / [server] unix_socket is POSIX-only")
-    p = Path(path)
-    try:
-        st = p.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ServerStartError(f"cannot listen on unix socket {p}: a non-socket file is there")
-    if _unix_socket_alive(p):
-        raise ServerStartError(
-            f"cannot listen on unix socket {p}: another server is listening on it"
-        )
-    p.unlink()  # a stale socket left by a crashed server
-
-
-def _unix_socket_alive(path: Path) -> bool:
-    if sys.platform == "win32":  # check_unix_path refuses unix sockets there first
-        return False
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(0.5)
-        s.connect(str(path))
-    except OSError:
-        return False
-    else:
-        return True
-    finally:
-        s.close()
 
 
 def anyio_backend_options() -> tuple[str, dict[str, Any]]:
@@ -690,21 +542,6 @@ def anyio_backend_options() -> tuple[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------------
-
-_SERVE_OPTION_TABLES = (ServerConfig, PerformanceConfig, AdminConfig)
-
-
-def _option_table(name: str) -> str | None:
-    from dataclasses import fields
-
-    from ratmemcache.config import ALIASES
-
-    for section in _SERVE_OPTION_TABLES:
-        if name in {f.name for f in fields(section)}:
-            return section.TABLE
-        if (section.TABLE, name) in ALIASES:
-            return section.TABLE
-    return None
 
 
 async def serve(
@@ -732,14 +569,7 @@ async def serve(
     ``port=0`` picks a free port. Cancelling the task closes the server (not the cache); so does
     ``server.request_shutdown()``, gracefully.
     """
-    cfg = config if config is not None else Config()
-    overrides: dict[str, Any] = {"server.bind": host, "server.port": port}
-    for name, value in options.items():
-        table = _option_table(name)
-        if table is None:
-            raise TypeError(f"serve() got an unexpected option {name!r}")
-        overrides[f"{table}.{name}"] = value
-    apply_overrides(cfg, overrides)
+    cfg = serve_config("serve()", config, host, port, options)
     server = Server(cfg, cache)
     await server.serve(task_status=task_status)
 

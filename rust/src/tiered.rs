@@ -43,6 +43,9 @@ pub enum WriteStrategy {
     WriteBack,
 }
 
+/// The default [`TierConfig::large_value_threshold`]: values over 10 KiB live only in the L2.
+pub const DEFAULT_LARGE_VALUE_THRESHOLD: usize = 10 * 1024;
+
 /// How the tiers cooperate.
 #[derive(Debug, Clone, Copy)]
 pub struct TierConfig {
@@ -57,7 +60,7 @@ impl Default for TierConfig {
     fn default() -> Self {
         TierConfig {
             strategy: WriteStrategy::WriteThrough,
-            large_value_threshold: 10 * 1024,
+            large_value_threshold: DEFAULT_LARGE_VALUE_THRESHOLD,
             warm_up: true,
         }
     }

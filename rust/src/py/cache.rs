@@ -22,7 +22,7 @@ use crate::cache::{
 };
 use crate::error::CoreError;
 use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
-use crate::tiered::{TierConfig, Tiered, WriteStrategy};
+use crate::tiered::{TierConfig, Tiered, WriteStrategy, DEFAULT_LARGE_VALUE_THRESHOLD};
 
 /// Client flag bit set on values that went through the `serializer`; plain `bytes` are stored
 /// with flags 0, so they read back as `bytes` with or without a serializer.
@@ -354,7 +354,7 @@ impl PyCache {
                     large_value_threshold: size_of_arg(
                         large_value_threshold,
                         "large_value_threshold",
-                        10 * 1024,
+                        DEFAULT_LARGE_VALUE_THRESHOLD as u64,
                     )? as usize,
                     warm_up,
                 };

@@ -52,6 +52,13 @@ impl<T: Send> Drop for Released<T> {
     }
 }
 
+/// `parse_size(text)`: the core's size rules (`"64MB"`, `"1.5 GiB"`, `"512k"`, `"1024"`: binary
+/// units, as memcached's `-m`), so the Python config keeps no copy. Raises ValueError.
+#[pyfunction]
+fn parse_size(text: &str) -> PyResult<u64> {
+    crate::cache::parse_size(text).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 /// Free-threaded CPython is not declared (`gil_used = true`) until it is tested.
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -70,6 +77,17 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENTRY_OVERHEAD", crate::cache::ENTRY_OVERHEAD)?;
     m.add("LATENCY_BUCKET_BOUNDS_NS", server::latency_bounds())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(parse_size, m)?)?;
+    m.add(
+        "DEFAULT_LARGE_VALUE_THRESHOLD",
+        crate::tiered::DEFAULT_LARGE_VALUE_THRESHOLD,
+    )?;
+    // Every accepted eviction spelling (normalized) -> its canonical name.
+    let aliases = pyo3::types::PyDict::new(m.py());
+    for &(spelling, kind) in &crate::cache::PolicyKind::SPELLINGS {
+        aliases.set_item(spelling, kind.name())?;
+    }
+    m.add("POLICY_ALIASES", aliases)?;
     m.add(
         "POLICIES",
         crate::cache::PolicyKind::ALL

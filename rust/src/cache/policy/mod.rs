@@ -84,6 +84,22 @@ impl PolicyKind {
         PolicyKind::S3Fifo,
     ];
 
+    /// Every spelling `from_str` accepts, normalized (lower case, without `-`, `_` or spaces),
+    /// with its policy: the canonical names, then the original RatMemCache's (`LruLfu`,
+    /// `TtlBased`) and `slru`. The Python config reads its choices from this table.
+    pub const SPELLINGS: [(&'static str, PolicyKind); 10] = [
+        ("lru", PolicyKind::Lru),
+        ("lfu", PolicyKind::Lfu),
+        ("fifo", PolicyKind::Fifo),
+        ("hybrid", PolicyKind::Hybrid),
+        ("ttl", PolicyKind::Ttl),
+        ("sieve", PolicyKind::Sieve),
+        ("s3fifo", PolicyKind::S3Fifo),
+        ("lrulfu", PolicyKind::Hybrid),
+        ("slru", PolicyKind::Hybrid),
+        ("ttlbased", PolicyKind::Ttl),
+    ];
+
     /// The canonical (lower-case) name.
     pub fn name(self) -> &'static str {
         match self {
@@ -138,16 +154,11 @@ impl FromStr for PolicyKind {
             .filter(|c| !matches!(c, '-' | '_' | ' '))
             .collect::<String>()
             .to_ascii_lowercase();
-        Ok(match norm.as_str() {
-            "lru" => PolicyKind::Lru,
-            "lfu" => PolicyKind::Lfu,
-            "fifo" => PolicyKind::Fifo,
-            "hybrid" | "lrulfu" | "slru" => PolicyKind::Hybrid,
-            "ttl" | "ttlbased" => PolicyKind::Ttl,
-            "sieve" => PolicyKind::Sieve,
-            "s3fifo" => PolicyKind::S3Fifo,
-            _ => return Err(UnknownPolicy(s.to_owned())),
-        })
+        Self::SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == norm)
+            .map(|&(_, kind)| kind)
+            .ok_or_else(|| UnknownPolicy(s.to_owned()))
     }
 }
 
