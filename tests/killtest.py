@@ -1,7 +1,8 @@
 """Kill ``ratmemcached`` with SIGKILL under a mixed write load and check what survived.
 
 Used by the test suite (one short run) and by ``loadtests/kill_l2.py`` (many runs at random
-points). The server runs with the L2 on and ``sync = "always"``, so the contract is strict: every
+points). Some values are large enough to live in files of their own (``[l2] file_threshold``).
+The server runs with the L2 on and ``sync = "always"``, so the contract is strict: every
 write the server acknowledged is found after the restart, with its exact value; every
 acknowledged delete stays deleted; a key overwritten in a loop holds its last acknowledged
 version or a later one (a write in flight may or may not have landed), never a torn value.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,9 +26,16 @@ from servers import ratmemcached, start_ratmemcached
 __all__ = ["KillResult", "kill_and_check", "value_of"]
 
 
+#: Values from this size on are incompressible, so the L2 keeps them in files of their own.
+FILE_VALUE = 64 * 1024
+
+
 def value_of(key: str, version: int = 0, size: int = 200) -> bytes:
-    """A value that names its key and version, so a torn or misplaced value is detectable."""
+    """A value that names its key and version, so a torn or misplaced value is detectable. Large
+    ones go on with bytes drawn from a generator seeded by the name (LZ4 can't shrink them)."""
     seed = f"{key}:{version}:".encode()
+    if size >= FILE_VALUE:
+        return seed + random.Random(seed).randbytes(size - len(seed))
     return (seed * (size // len(seed) + 1))[:size]
 
 
@@ -45,6 +54,8 @@ class KillResult:
     acked_sets: int
     acked_deletes: int
     acked_overwrites: int
+    #: Acknowledged sets large enough for a file of their own.
+    acked_file_values: int
     lost: list[str]
     resurrected: list[str]
     stale_or_torn: list[str]
@@ -63,7 +74,14 @@ def _load(srv: Any, tid: int, acked: _Acked, stop: threading.Event, seed: int) -
         i = 0
         while not stop.is_set():
             key = f"t{tid}-{i}"
-            size = 20_000 if rng.random() < 0.1 else rng.randint(10, 2000)  # some go to L2 only
+            # some go to the L2 only, a few of those to files of their own
+            roll = rng.random()
+            if roll < 0.03:
+                size = rng.randint(FILE_VALUE, 300_000)
+            elif roll < 0.1:
+                size = 20_000
+            else:
+                size = rng.randint(10, 2000)
             if c.set(key, value_of(key, size=size), noreply=False):
                 with acked.lock:
                     acked.sets[key] = size
@@ -112,6 +130,8 @@ def kill_and_check(
 ) -> KillResult:
     """Loads a fresh server on ``data_dir`` for about ``seconds`` (at least until ``min_acked``
     writes were acknowledged), SIGKILLs it, restarts it on the same data and checks."""
+    if sys.platform == "win32":
+        raise NotImplementedError("SIGKILL: POSIX only")
     cfg = {"l2": {"enable_l2_cache": True, "data_dir": data_dir.as_posix(), "sync": "always"}}
     srv = start_ratmemcached("-m", "4", config=cfg)
     acked = _Acked()
@@ -150,6 +170,7 @@ def kill_and_check(
         acked_sets=len(acked.sets),
         acked_deletes=len(acked.deleted),
         acked_overwrites=sum(acked.hot.values()),
+        acked_file_values=sum(1 for size in acked.sets.values() if size >= FILE_VALUE),
         lost=lost,
         resurrected=resurrected,
         stale_or_torn=stale,

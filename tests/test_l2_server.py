@@ -64,7 +64,7 @@ def test_a_graceful_restart_serves_everything(tmp_path: Path, strategy: str) -> 
 @posix_only
 def test_sigkill_under_write_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     r = kill_and_check(tmp_path / "data", seconds=1.0, threads=4, seed=1, min_acked=300)
-    assert r.acked_sets >= 300 and r.acked_deletes > 0, r
+    assert r.acked_sets >= 300 and r.acked_deletes > 0 and r.acked_file_values > 0, r
     assert r.ok, r
 
 
@@ -151,6 +151,8 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
 
 @posix_only  # Windows ignores a directory's read-only bit for new files
 def test_a_read_only_data_dir_refuses_to_start_naming_it(tmp_path: Path) -> None:
+    if sys.platform == "win32":  # as posix_only says; and it narrows os.geteuid for mypy
+        pytest.skip("POSIX only")
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir()

@@ -8,6 +8,7 @@ from _typeshed import SupportsKeysAndGetItem
 from typing_extensions import disjoint_base
 
 __all__ = [
+    "DEFAULT_L2_FILE_THRESHOLD",
     "DEFAULT_LARGE_VALUE_THRESHOLD",
     "ENTRY_OVERHEAD",
     "FLAG_SERIALIZED",
@@ -50,6 +51,9 @@ POLICIES: list[str]
 POLICY_ALIASES: dict[str, str]
 #: Values over this many bytes live only in the L2 (``Cache(large_value_threshold=...)``).
 DEFAULT_LARGE_VALUE_THRESHOLD: int
+#: L2 values of this many bytes and more live in files of their own
+#: (``Cache(l2_file_threshold=...)``).
+DEFAULT_L2_FILE_THRESHOLD: int
 
 def parse_size(text: str) -> int:
     """``"64MB"``, ``"1.5 GiB"``, ``"512k"`` or ``"1024"`` in bytes (binary units); ValueError."""
@@ -82,6 +86,7 @@ class Cache:
         l2_max_disk_size: int | str | None = None,
         l2_sync: str = "periodic",
         l2_write_strategy: str = "write_through",
+        l2_file_threshold: int | str | None = None,
         large_value_threshold: int | str | None = None,
         compression: bool = True,
         compression_threshold: int | str | None = None,

@@ -45,6 +45,7 @@ def build_cache(config: Config) -> Cache:
         l2_max_disk_size=l2.max_disk_size,
         l2_sync=l2.sync,
         l2_write_strategy=l2.l2_write_strategy,
+        l2_file_threshold=l2.file_threshold,
         large_value_threshold=config.performance.large_value_threshold,
         compression=l2.enable_compression and config.compression.enable_lz4,
         compression_threshold=config.compression.compression_threshold,

@@ -121,6 +121,8 @@ impl TierStats {
             ("l2_evictions", d.evictions),
             ("l2_expirations", d.expirations),
             ("l2_errors", d.errors + self.read_errors),
+            ("l2_file_errors", d.file_errors),
+            ("l2_orphans_removed", d.orphans_removed),
             ("l2_promotions", self.promotions),
             ("l2_demotions", self.demotions),
             ("l2_warmup_loaded", self.warm_loaded),
@@ -176,9 +178,9 @@ fn header_of(s: &Snapshot, now: u64) -> Header {
     }
 }
 
-fn snapshot_of(h: Header, value: Vec<u8>) -> Snapshot {
+fn snapshot_of(h: Header, value: Bytes) -> Snapshot {
     Snapshot {
-        value: Bytes::from(value),
+        value,
         flags: h.flags,
         cas: h.cas,
         expires_at: h.expires_at,

@@ -5,7 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use ratmemcache::store::record::{decode, decode_header, encode, Compression, Header, RecordError};
+use ratmemcache::store::record::{
+    decode, decode_header, encode, encode_file, Body, Compression, Header, RecordError,
+};
 
 /// Records the largest single allocation each thread makes, so a test can show that an input
 /// never asked for a huge buffer (with overcommit, such an allocation would succeed and go
@@ -55,12 +57,19 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 // ---- the `record` target's oracle ----
 
-/// Decoding never panics; a record that decodes re-encodes (raw and compressed) to bytes that
-/// decode to the same header and value.
+/// Decoding never panics; a record that decodes re-encodes (raw and compressed, or as the same
+/// file reference) to bytes that decode to the same header and value.
 fn check_record(b: &[u8]) -> Result<(Header, Vec<u8>), RecordError> {
     let header = decode_header(b);
-    let (h, value) = decode(b)?;
+    let (h, body) = decode(b)?;
     assert_eq!(header.as_ref(), Ok(&h));
+    let value = match body {
+        Body::Inline(v) => v,
+        Body::File(f) => {
+            assert_eq!(decode(&encode_file(&h, f)), Ok((h.clone(), Body::File(f))));
+            return Ok((h, Vec::new()));
+        }
+    };
     assert_eq!(value.len(), h.value_len as usize);
     for enabled in [false, true] {
         let again = encode(
@@ -71,7 +80,7 @@ fn check_record(b: &[u8]) -> Result<(Header, Vec<u8>), RecordError> {
                 threshold: 0,
             },
         );
-        assert_eq!(decode(&again), Ok((h.clone(), value.clone())));
+        assert_eq!(decode(&again), Ok((h.clone(), Body::Inline(value.clone()))));
     }
     Ok((h, value))
 }

@@ -322,6 +322,14 @@ class L2Config(Section):
         "starts empty.",
         choices=CORRUPTION_CHOICES,
     )
+    file_threshold: int = setting(
+        _core.DEFAULT_L2_FILE_THRESHOLD,
+        "size",
+        "Values of this size and more are kept in files of their own under data_dir/values "
+        "(redb keeps their record: header, file id and CRC-32), unless LZ4 shrinks them below "
+        'it; 0 keeps every value in redb. A file is written (and with sync = "always" fsynced) '
+        "before the record that names it, and checked on every read.",
+    )
 
 
 @dataclass

@@ -54,6 +54,7 @@ CACHE_OPTIONS = frozenset(
         "l2_max_disk_size",
         "l2_sync",
         "l2_write_strategy",
+        "l2_file_threshold",
         "large_value_threshold",
         "compression",
         "compression_threshold",

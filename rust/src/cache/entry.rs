@@ -575,10 +575,11 @@ mod tests {
     /// The persisted meta byte is part of the L2's file format: if this test has to change,
     /// so does `record::FORMAT_VERSION`.
     #[test]
-    fn the_persisted_meta_byte_is_format_version_1() {
+    fn the_persisted_meta_byte_is_that_of_format_version_2() {
+        // Version 2 added value files and kept version 1's meta byte.
         assert_eq!(
             crate::store::FORMAT_VERSION,
-            1,
+            2,
             "update the table below with the format"
         );
         for (flag, bit) in [

@@ -21,7 +21,7 @@ use crate::cache::{
     ReadOpts, StoreMode, StoreOutcome, StoreRequest, DEFAULT_MAX_MEMORY, LIBRARY_MAX_KEY_LEN,
 };
 use crate::error::CoreError;
-use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode};
+use crate::store::{Compression, DiskConfig, OnCorruption, SyncMode, DEFAULT_FILE_THRESHOLD};
 use crate::tiered::{TierConfig, Tiered, WriteStrategy, DEFAULT_LARGE_VALUE_THRESHOLD};
 
 /// Client flag bit set on values that went through the `serializer`; plain `bytes` are stored
@@ -243,6 +243,7 @@ impl PyCache {
         l2_max_disk_size = None,
         l2_sync = "periodic",
         l2_write_strategy = "write_through",
+        l2_file_threshold = None,
         large_value_threshold = None,
         compression = true,
         compression_threshold = None,
@@ -269,6 +270,7 @@ impl PyCache {
         l2_max_disk_size: Option<&Bound<'_, PyAny>>,
         l2_sync: &str,
         l2_write_strategy: &str,
+        l2_file_threshold: Option<&Bound<'_, PyAny>>,
         large_value_threshold: Option<&Bound<'_, PyAny>>,
         compression: bool,
         compression_threshold: Option<&Bound<'_, PyAny>>,
@@ -340,6 +342,11 @@ impl PyCache {
                     )?,
                     clear_on_startup,
                     cleanup_interval: cleanup,
+                    file_threshold: size_of_arg(
+                        l2_file_threshold,
+                        "l2_file_threshold",
+                        DEFAULT_FILE_THRESHOLD as u64,
+                    )? as usize,
                     ..DiskConfig::default()
                 };
                 let tiers = TierConfig {

@@ -82,6 +82,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_LARGE_VALUE_THRESHOLD",
         crate::tiered::DEFAULT_LARGE_VALUE_THRESHOLD,
     )?;
+    m.add(
+        "DEFAULT_L2_FILE_THRESHOLD",
+        crate::store::DEFAULT_FILE_THRESHOLD,
+    )?;
     // Every accepted eviction spelling (normalized) -> its canonical name.
     let aliases = pyo3::types::PyDict::new(m.py());
     for &(spelling, kind) in &crate::cache::PolicyKind::SPELLINGS {

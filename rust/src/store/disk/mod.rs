@@ -16,10 +16,14 @@
 //! retried with a back-off; until one succeeds, writes that wait are answered with the error and
 //! writes that don't are refused, so nothing is acknowledged that can't be kept. redb asks to be
 //! reopened after an I/O error, which the writer does before its next attempt.
+//!
+//! Values over `file_threshold` live in files of their own ([`files`]); the record keeps their
+//! id and checksum, and a file is removed only after the commit that dropped its record.
 
+mod files;
 mod writer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,15 +31,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, TableDefinition,
 };
 
-use super::record::{self, Compression, Header};
+use super::record::{self, Body, Compression, FileRef, Header};
 use crate::cache::Clock;
 use crate::error::CoreError;
+pub use files::VALUES_DIR;
+use files::{FileFault, ValueFiles};
 
 /// The database file inside `data_dir`.
 pub const FILE_NAME: &str = "ratmemcache-l2.redb";
@@ -89,7 +96,13 @@ pub struct DiskConfig {
     pub cleanup_interval: Duration,
     /// redb's page cache.
     pub page_cache: usize,
+    /// Values of this many bytes and more are kept in files of their own (`values/` in `dir`);
+    /// 0 keeps every value in redb.
+    pub file_threshold: usize,
 }
+
+/// The default [`DiskConfig::file_threshold`].
+pub const DEFAULT_FILE_THRESHOLD: usize = 64 * 1024;
 
 impl Default for DiskConfig {
     fn default() -> Self {
@@ -103,6 +116,7 @@ impl Default for DiskConfig {
             clear_on_startup: false,
             cleanup_interval: Duration::from_secs(60),
             page_cache: 32 << 20,
+            file_threshold: DEFAULT_FILE_THRESHOLD,
         }
     }
 }
@@ -121,6 +135,10 @@ pub struct DiskStats {
     pub expirations: u64,
     pub errors: u64,
     pub max_cas: u64,
+    /// Value files that were missing or failed their checksum (each served as a miss).
+    pub file_errors: u64,
+    /// Value files that no record named, removed at startup.
+    pub orphans_removed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +154,14 @@ impl Op {
                 Op::Put(r) => r.len(),
                 Op::Delete => 0,
             }
+    }
+
+    /// The value file a put names, if any.
+    fn file(&self) -> Option<FileRef> {
+        match self {
+            Op::Put(r) => record::file_ref(r),
+            Op::Delete => None,
+        }
     }
 }
 
@@ -161,6 +187,9 @@ struct State {
     sweep_requested: bool,
     sweeps: u64,
     stop: bool,
+    /// Value files of puts that were replaced before they were committed: removed after the
+    /// next commit (a reader may still hold the put it replaced).
+    dead_files: Vec<u64>,
 }
 
 impl State {
@@ -220,10 +249,13 @@ struct Counters {
     items: AtomicU64,
     bytes: AtomicU64,
     max_cas: AtomicU64,
+    file_errors: AtomicU64,
+    orphans_removed: AtomicU64,
 }
 
 struct Shared {
     path: PathBuf,
+    files: ValueFiles,
     cfg: DiskConfig,
     clock: Arc<dyn Clock>,
     db: RwLock<Option<Arc<Database>>>,
@@ -235,6 +267,8 @@ struct Shared {
     counters: Counters,
     /// Something was committed without an fsync since the last durable commit.
     unsynced: std::sync::atomic::AtomicBool,
+    /// When a failed value-file write was last logged (unix ms).
+    file_error_logged_ms: AtomicU64,
 }
 
 /// The persistent tier. Every method takes `&self`; share it in an `Arc`.
@@ -243,8 +277,8 @@ pub struct DiskStore {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// A record read back: its header and raw value.
-pub type Loaded = (Header, Vec<u8>);
+/// A record read back: its header and raw value (a value file's is a mapping of it).
+pub type Loaded = (Header, Bytes);
 
 impl DiskStore {
     /// Opens (or creates) `cfg.dir/FILE_NAME`. Every failure is one line naming the path and
@@ -268,6 +302,13 @@ impl DiskStore {
                 ))
             })?;
         }
+        let files = ValueFiles::open(dir, cfg.clear_on_startup).map_err(|e| {
+            CoreError::Persistence(format!(
+                "cannot open the L2 value files in {}: {e}; fix its permissions, or set [l2] \
+                 data_dir to a writable directory",
+                dir.join(VALUES_DIR).display()
+            ))
+        })?;
         let started = std::time::Instant::now();
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
         log::debug!("opening the L2 file {} ({size} bytes)", path.display());
@@ -287,6 +328,7 @@ impl DiskStore {
         };
         let shared = Arc::new(Shared {
             path,
+            files,
             cfg,
             clock,
             db: RwLock::new(Some(Arc::new(db))),
@@ -298,6 +340,7 @@ impl DiskStore {
             finished: Condvar::new(),
             counters: Counters::default(),
             unsynced: std::sync::atomic::AtomicBool::new(false),
+            file_error_logged_ms: AtomicU64::new(0),
         });
         shared.init()?;
         // A quick open stays out of the way (a failed start must be one line); a slow one (a
@@ -344,8 +387,48 @@ impl DiskStore {
     /// Reads a live record. An expired one is reported absent and queued for deletion; a record
     /// that fails to decode is logged, counted and deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Loaded>, CoreError> {
+        self.shared.counters.reads.fetch_add(1, Ordering::Relaxed);
+        // A file can go between reading its record and opening it when another client replaces
+        // or deletes the key meanwhile: the second look finds the new state.
+        let mut fault = None;
+        for _ in 0..2 {
+            let (h, file) = match self.lookup(key)? {
+                None => return Ok(None),
+                Some((h, Body::Inline(v))) => return Ok(Some(self.hit(h, Bytes::from(v)))),
+                Some((h, Body::File(f))) => (h, f),
+            };
+            match self.shared.files.read(file, h.value_len) {
+                Ok(v) => return Ok(Some(self.hit(h, v))),
+                Err(e) => fault = Some((file, e)),
+            }
+        }
+        let (file, e) = fault.expect("the loop ran");
         let sh = &self.shared;
-        sh.counters.reads.fetch_add(1, Ordering::Relaxed);
+        sh.counters.file_errors.fetch_add(1, Ordering::Relaxed);
+        if let FileFault::Io(e) = &e {
+            // Not the file's fault: report it, keep the record.
+            return Err(CoreError::Disk(format!(
+                "reading the L2 value file {}: {e}",
+                sh.files.describe(file)
+            )));
+        }
+        log::error!(
+            "L2 value of a record in {} not served: {} {e}; the record is deleted",
+            sh.path.display(),
+            sh.files.describe(file)
+        );
+        self.enqueue(key, Op::Delete);
+        Ok(None)
+    }
+
+    fn hit(&self, h: Header, v: Bytes) -> Loaded {
+        self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+        (h, v)
+    }
+
+    /// The live record of `key`, queued or committed, decoded.
+    fn lookup(&self, key: &[u8]) -> Result<Option<(Header, Body)>, CoreError> {
+        let sh = &self.shared;
         let queued = {
             let st = sh.state.lock();
             match st.pending.get(key).or_else(|| {
@@ -378,10 +461,7 @@ impl DiskStore {
             },
         };
         match decoded {
-            Ok((h, v)) if h.is_live(sh.clock.now_ms()) => {
-                sh.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some((h, v)))
-            }
+            Ok((h, body)) if h.is_live(sh.clock.now_ms()) => Ok(Some((h, body))),
             Ok(_) => {
                 self.enqueue(key, Op::Delete);
                 Ok(None)
@@ -399,9 +479,56 @@ impl DiskStore {
     }
 
     /// Stores a record; with `sync = "always"` (or `wait`) returns once it is committed.
+    /// A value of `file_threshold` bytes or more goes to its own file first (see [`files`]).
     pub fn put(&self, key: &[u8], h: &Header, value: &[u8], wait: bool) -> Result<(), CoreError> {
-        let rec: Arc<[u8]> = record::encode(h, value, self.shared.cfg.compression).into();
-        self.write(key, Op::Put(rec), wait)
+        let sh = &self.shared;
+        let threshold = sh.cfg.file_threshold;
+        if threshold == 0 || value.len() < threshold {
+            let rec: Arc<[u8]> = record::encode(h, value, sh.cfg.compression).into();
+            return self.write(key, Op::Put(rec), wait);
+        }
+        if let Some(rec) = record::encode_compressed(h, value, sh.cfg.compression, threshold) {
+            return self.write(key, Op::Put(rec.into()), wait);
+        }
+        let durable = sh.cfg.sync == SyncMode::Always;
+        let file = sh.files.write(value, durable).map_err(|e| {
+            sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+            let dir = sh.files.dir().display();
+            // At most one line a second: a full disk fails every large write until it has room.
+            let now = sh.clock.now_ms();
+            let last = sh.file_error_logged_ms.load(Ordering::Relaxed);
+            if now >= last + 1000
+                && sh
+                    .file_error_logged_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                log::error!("L2 value write to {dir} failed: {e}");
+            }
+            if is_no_space(&e) {
+                CoreError::DiskFull(format!(
+                    "out of disk space writing a value to {dir}; free some space"
+                ))
+            } else {
+                CoreError::Disk(format!("writing a value to {dir}: {e}"))
+            }
+        })?;
+        let rec: Arc<[u8]> = record::encode_file(h, file).into();
+        self.write(key, Op::Put(rec), wait).inspect_err(|_| {
+            // Refused before it was queued, or its batch failed and a newer write replaced it:
+            // either way no commit names the file.
+            if !self.queued_file(key, file) {
+                sh.files.remove_all([file.id]);
+            }
+        })
+    }
+
+    /// Whether `file` is still what a queued put of `key` names.
+    fn queued_file(&self, key: &[u8], file: FileRef) -> bool {
+        let st = self.shared.state.lock();
+        [&st.pending, &st.committing]
+            .iter()
+            .any(|b| b.get(key).and_then(Op::file) == Some(file))
     }
 
     /// Deletes a record, if there is one.
@@ -453,6 +580,13 @@ impl DiskStore {
     pub fn clear(&self, wait: bool) -> Result<(), CoreError> {
         let sh = &self.shared;
         let mut st = sh.state.lock();
+        let dropped: Vec<u64> = st
+            .pending
+            .values()
+            .filter_map(Op::file)
+            .map(|f| f.id)
+            .collect();
+        st.dead_files.extend(dropped);
         st.pending.clear();
         st.pending_bytes = 0;
         st.clear_pending = true;
@@ -592,6 +726,8 @@ impl DiskStore {
             expirations: l(&c.expirations),
             errors: l(&c.errors),
             max_cas: l(&c.max_cas),
+            file_errors: l(&c.file_errors),
+            orphans_removed: l(&c.orphans_removed),
         }
     }
 
@@ -630,6 +766,9 @@ fn queue(st: &mut State, key: &[u8], op: Op) -> u64 {
     let size = op.size(key);
     if let Some(old) = st.pending.insert(key.into(), op) {
         st.pending_bytes -= old.size(key);
+        if let Some(f) = old.file() {
+            st.dead_files.push(f.id);
+        }
     }
     st.pending_bytes += size;
     st.batch
@@ -785,7 +924,9 @@ impl Shared {
             let version = get("format")?;
             let bytes = get("bytes")?.unwrap_or(0);
             let max_cas = get("max_cas")?.unwrap_or(0);
-            if version.is_none() {
+            // An older file is upgraded in place (its records stay valid); an older build then
+            // refuses it rather than misreading the records that name value files.
+            if version.is_none_or(|v| v < u64::from(record::FORMAT_VERSION)) {
                 meta.insert("format", u64::from(record::FORMAT_VERSION))
                     .map_err(storage)
                     .map_err(fail)?;
@@ -810,10 +951,54 @@ impl Shared {
         c.items.store(items, Ordering::Relaxed);
         c.bytes.store(bytes, Ordering::Relaxed);
         c.max_cas.store(max_cas, Ordering::Relaxed);
+        self.remove_orphan_files()
+    }
+
+    /// Removes the value files no record names (a crash between a file's write and its
+    /// record's commit leaves one), and counts them.
+    fn remove_orphan_files(&self) -> Result<(), CoreError> {
+        let dir = self.files.dir();
+        let fail = |e: String| {
+            CoreError::Persistence(format!(
+                "cannot check the L2 value files in {}: {e}; fix its permissions, or move the \
+                 data dir aside to start empty",
+                dir.display()
+            ))
+        };
+        if !self.files.any().map_err(|e| fail(e.to_string()))? {
+            return Ok(());
+        }
+        let mut live = HashSet::new();
+        self.read(|db| {
+            let tx = db.begin_read()?;
+            for r in tx.open_table(ITEMS)?.iter()? {
+                if let Some(f) = record::file_ref(r?.1.value()) {
+                    live.insert(f.id);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        let removed = self
+            .files
+            .remove_orphans(&live, self.files.next_id())
+            .map_err(|e| fail(e.to_string()))?;
+        if removed > 0 {
+            log::warn!(
+                "removed {removed} L2 value file(s) in {} that no record names (left by a crash \
+                 before their records were committed)",
+                dir.display()
+            );
+        }
+        self.counters
+            .orphans_removed
+            .store(removed, Ordering::Relaxed);
         Ok(())
     }
 }
 
-fn cost(key: &[u8], record_len: usize) -> u64 {
-    (key.len() + record_len) as u64 + RECORD_OVERHEAD
+/// What a record counts against `max_disk_size`: its key, the record, its value file if it has
+/// one, and `RECORD_OVERHEAD`.
+fn cost(key: &[u8], rec: &[u8]) -> u64 {
+    key.len() as u64 + record::stored_len(rec) + RECORD_OVERHEAD
 }

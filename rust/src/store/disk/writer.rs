@@ -10,7 +10,7 @@ impl Shared {
         let mut last_sweep = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let (batch, id, clear, durable) = {
+            let (batch, id, clear, durable, dead) = {
                 let mut st = self.state.lock();
                 let tick = match self.cfg.sync {
                     SyncMode::Periodic => self.cfg.sync_interval,
@@ -49,29 +49,38 @@ impl Shared {
                 st.clear_committing = clear;
                 let id = st.batch;
                 st.batch += 1;
-                (batch, id, clear, durable)
+                let dead = std::mem::take(&mut st.dead_files);
+                (batch, id, clear, durable, dead)
             };
             let result = self.commit(&batch, clear, durable);
             let mut st = self.state.lock();
             st.committing.clear();
             st.clear_committing = false;
             match result {
-                Ok(()) => {
+                Ok(gone) => {
                     if durable {
                         last_durable = Instant::now();
                     }
                     st.failing = None;
                     backoff = Duration::from_millis(50);
+                    // The records are committed: no reader can find these files any more,
+                    // except one that looked just before, and it looks again (`get`).
+                    drop(st);
+                    self.files.remove_all(gone.into_iter().chain(dead));
+                    st = self.state.lock();
                 }
                 Err(e) => {
                     let f = DiskFailure::of(&e);
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     log::error!("L2 commit to {} failed: {e}", self.path.display());
                     // Newer writes win over the failed batch's.
+                    st.dead_files.extend(dead);
                     for (k, op) in batch {
                         if !st.pending.contains_key(&k) && !st.clear_pending {
                             st.pending_bytes += op.size(&k);
                             st.pending.insert(k, op);
+                        } else if let Some(f) = op.file() {
+                            st.dead_files.push(f.id);
                         }
                     }
                     st.clear_pending |= clear;
@@ -118,8 +127,9 @@ impl Shared {
         }
     }
 
-    /// Applies one batch in one transaction, then evicts down to `max_disk_size`.
-    fn commit(&self, batch: &Batch, clear: bool, durable: bool) -> Result<(), StorageError> {
+    /// Applies one batch in one transaction, then evicts down to `max_disk_size`. Returns the
+    /// value files of the records it dropped, to remove now that the commit is done.
+    fn commit(&self, batch: &Batch, clear: bool, durable: bool) -> Result<Vec<u64>, StorageError> {
         let db = match self.db() {
             Some(db) => db,
             None => {
@@ -132,7 +142,8 @@ impl Shared {
             redb::Error::PreviousIo => StorageError::PreviousIo,
             other => StorageError::Corrupted(other.to_string()),
         };
-        let run = || -> Result<(), redb::Error> {
+        let run = || -> Result<Vec<u64>, redb::Error> {
+            let mut gone = Vec::new();
             let mut tx = db.begin_write()?;
             self.unsynced.store(!durable, Ordering::Relaxed);
             tx.set_durability(if durable {
@@ -157,6 +168,11 @@ impl Shared {
                 let mut age = tx.open_table(BY_AGE)?;
                 let mut exp = tx.open_table(BY_EXPIRY)?;
                 if clear {
+                    for r in t.iter()? {
+                        if let Some(f) = record::file_ref(r?.1.value()) {
+                            gone.push(f.id);
+                        }
+                    }
                     t.retain(|_, _| false)?;
                     age.retain(|_, _| false)?;
                     exp.retain(|_, _| false)?;
@@ -170,7 +186,8 @@ impl Shared {
                             }
                         }
                         items -= 1;
-                        bytes = bytes.saturating_sub(cost(key, old.value().len()));
+                        bytes = bytes.saturating_sub(cost(key, old.value()));
+                        gone.extend(record::file_ref(old.value()).map(|f| f.id));
                     }
                     if let Op::Put(rec) = op {
                         let h = record::decode_header(rec).expect("encoded here");
@@ -180,7 +197,7 @@ impl Shared {
                             exp.insert((h.expires_at, &**key), ())?;
                         }
                         items += 1;
-                        bytes += cost(key, rec.len());
+                        bytes += cost(key, rec);
                         max_cas = max_cas.max(h.cas);
                     }
                 }
@@ -199,7 +216,8 @@ impl Shared {
                             }
                         }
                         items -= 1;
-                        bytes = bytes.saturating_sub(cost(&key, old.value().len()));
+                        bytes = bytes.saturating_sub(cost(&key, old.value()));
+                        gone.extend(record::file_ref(old.value()).map(|f| f.id));
                         evicted += 1;
                     }
                 }
@@ -213,7 +231,7 @@ impl Shared {
             c.max_cas.store(max_cas, Ordering::Relaxed);
             c.evictions.fetch_add(evicted, Ordering::Relaxed);
             c.commits.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            Ok(gone)
         };
         run().map_err(to_storage)
     }
@@ -223,7 +241,8 @@ impl Shared {
         loop {
             let now = self.clock.now_ms();
             let Some(db) = self.db() else { return };
-            let run = || -> Result<u64, redb::Error> {
+            let mut gone = Vec::new();
+            let mut run = || -> Result<u64, redb::Error> {
                 let mut tx = db.begin_write()?;
                 // With sync = "never", the sweep is the checkpoint: it makes everything so far
                 // durable, so a crash loses at most one cleanup_interval of writes.
@@ -264,7 +283,8 @@ impl Shared {
                                 age.remove((h.stored_at, key.as_slice()))?;
                             }
                             removed += 1;
-                            freed += cost(key, old.value().len());
+                            freed += cost(key, old.value());
+                            gone.extend(record::file_ref(old.value()).map(|f| f.id));
                         }
                     }
                     let bytes = c.bytes.load(Ordering::Relaxed).saturating_sub(freed);
@@ -280,7 +300,11 @@ impl Shared {
                 Ok(removed)
             };
             // Only the writer thread sweeps, so the counters never race a batch's commit.
-            match run() {
+            let swept = run();
+            if swept.is_ok() {
+                self.files.remove_all(gone);
+            }
+            match swept {
                 Ok(n) if n as usize >= SWEEP_BATCH => continue,
                 Ok(_) => return,
                 Err(e) => {
