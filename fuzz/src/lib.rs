@@ -77,6 +77,20 @@ pub fn text_stream(data: &[u8], words: &[&[u8]], args: &[&[u8]]) -> Vec<Op> {
     ops
 }
 
+/// A text-protocol target's whole run: `data` as a `text_stream` of `words` and `args` (a
+/// leading 0x80 made a space, so the session stays on the text protocols), fed to a session
+/// over 256 KiB of memory and 1 KiB items, so eviction and "too large" are reachable.
+pub fn run_text_stream(data: &[u8], words: &[&[u8]], args: &[&[u8]]) {
+    let mut ops = text_stream(data, words, args);
+    if let Some(Op::Send(first)) = ops.iter_mut().find(|o| matches!(o, Op::Send(_))) {
+        if first.first() == Some(&0x80) {
+            first[0] = b' ';
+        }
+    }
+    let (mut s, clock) = session(256 << 10, 1024);
+    run_ops(&mut s, &clock, &ops);
+}
+
 /// Feeds `ops` to `s`, in the order given; stops when the session closes. Returns the replies.
 /// After each step, the cache must hold no more than its `max_memory`.
 pub fn run_ops(s: &mut Session, clock: &ManualClock, ops: &[Op]) -> Vec<u8> {

@@ -707,12 +707,10 @@ impl Tiered {
             if self.l1.contains(key) {
                 continue;
             }
-            let Ok(Some((h, v))) = l2.disk.get(key) else {
-                continue;
+            let max_len = u32::try_from(l2.config.large_value_threshold).unwrap_or(u32::MAX);
+            let Ok(Some((h, v))) = l2.disk.get_at_most(key, max_len) else {
+                continue; // absent, or too large for the L1 (not read)
             };
-            if v.len() > l2.config.large_value_threshold {
-                continue;
-            }
             if self
                 .l1
                 .restore_then(key, &snapshot_of(h, v), false, false, || {

@@ -28,6 +28,10 @@ fn config(dir: &Path) -> DiskConfig {
 }
 
 fn open_with(cfg: DiskConfig, clock: &Arc<ManualClock>) -> Arc<Tiered> {
+    open_warming(cfg, clock, false)
+}
+
+fn open_warming(cfg: DiskConfig, clock: &Arc<ManualClock>, warm_up: bool) -> Arc<Tiered> {
     let l1 = CacheConfig {
         shards: 1,
         cleanup_interval_ms: 0,
@@ -36,7 +40,7 @@ fn open_with(cfg: DiskConfig, clock: &Arc<ManualClock>) -> Arc<Tiered> {
     let tiers = TierConfig {
         strategy: WriteStrategy::WriteThrough,
         large_value_threshold: LARGE,
-        warm_up: false,
+        warm_up,
     };
     Tiered::open(Cache::with_clock(l1, clock.clone()).unwrap(), cfg, tiers).unwrap()
 }
@@ -281,4 +285,32 @@ fn file_threshold_zero_keeps_every_value_in_redb() {
     t.flush(false).unwrap();
     assert!(value_files(dir.path()).is_empty());
     assert_eq!(get(&t, "k").unwrap(), value(1 << 20, 1));
+}
+
+#[test]
+fn the_warm_up_skips_file_values_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let t = open(dir.path(), &c);
+    set(&t, "small", b"warm me", Ttl::Never);
+    set(&t, "big", &value(FILE, 1), Ttl::Never);
+    t.close().unwrap();
+    drop(t);
+    // A read of the big value's file would count a file error now.
+    for f in value_files(dir.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let t = open_warming(config(dir.path()), &c, true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.tier_stats().unwrap().warm_running {
+        assert!(std::time::Instant::now() < deadline, "warm-up never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(t.tier_stats().unwrap().warm_loaded, 1);
+    assert!(t.l1().contains(b"small"));
+    assert_eq!(
+        disk_stats(&t).file_errors,
+        0,
+        "the big value's file was not read"
+    );
 }

@@ -387,6 +387,12 @@ impl DiskStore {
     /// Reads a live record. An expired one is reported absent and queued for deletion; a record
     /// that fails to decode is logged, counted and deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Loaded>, CoreError> {
+        self.get_at_most(key, u32::MAX)
+    }
+
+    /// [`get`](Self::get), but a value over `max_len` bytes is reported absent without being
+    /// read (the warm-up skips what the L1 would not take anyway).
+    pub fn get_at_most(&self, key: &[u8], max_len: u32) -> Result<Option<Loaded>, CoreError> {
         self.shared.counters.reads.fetch_add(1, Ordering::Relaxed);
         // A file can go between reading its record and opening it when another client replaces
         // or deletes the key meanwhile: the second look finds the new state.
@@ -394,6 +400,7 @@ impl DiskStore {
         for _ in 0..2 {
             let (h, file) = match self.lookup(key)? {
                 None => return Ok(None),
+                Some((h, _)) if h.value_len > max_len => return Ok(None),
                 Some((h, Body::Inline(v))) => return Ok(Some(self.hit(h, Bytes::from(v)))),
                 Some((h, Body::File(f))) => (h, f),
             };
