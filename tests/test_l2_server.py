@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
 from killtest import kill_and_check, value_of
-from servers import free_port, ratmemcached, ratmemcached_argv
+from servers import ENGINES, exchange, free_port, ratmemcached, ratmemcached_argv
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -204,10 +205,11 @@ def test_a_full_disk_is_a_server_error_and_the_server_recovers(tmp_path: Path) -
         assert "out of disk space" in srv.output() or "No space" in srv.output()
 
 
-def test_a_cold_large_read_does_not_stall_other_clients(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cold_large_read_does_not_stall_other_clients(tmp_path: Path, engine: str) -> None:
     cfg = l2_config(tmp_path / "data", sync="never")
     big = os.urandom(8 << 20)
-    with ratmemcached("-I", "16m", config=cfg) as srv:
+    with ratmemcached("-I", "16m", config=cfg, engine=engine) as srv:
         setup = client(srv, timeout=30)
         assert setup.set("big", big, noreply=False)
         assert setup.set("hot", b"h", noreply=False)
@@ -239,3 +241,46 @@ def test_a_cold_large_read_does_not_stall_other_clients(tmp_path: Path) -> None:
     median_small = statistics.median(lat)
     assert median_small < median_big / 5, (median_small, median_big)
     assert median_small < 0.02, f"small gets took {median_small * 1000:.1f} ms (median)"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("sync", ["never", "always"])
+def test_pipelines_mixing_l1_hits_and_disk_reads_are_answered_in_order(
+    tmp_path: Path, engine: str, sync: str
+) -> None:
+    """The engines answer L1 hits in their event loops and hand off only the requests that
+    must wait on the disk (an L1 miss, a value file, a durable commit); a pipeline that mixes
+    them, cut anywhere, is answered whole and in order, with the counters of one pass."""
+    cfg = l2_config(tmp_path / "data", sync=sync, large_value_threshold="16KB")
+    hot = {f"hot{i}": f"v{i}".encode() for i in range(20)}
+    cold = {f"cold{i}": os.urandom(20_000 + i) for i in range(5)}  # over the threshold: L2 only
+    filed = {"file0": os.urandom(100_000)}  # a file of its own
+    with ratmemcached(config=cfg, engine=engine) as srv:
+        c = client(srv)
+        for k, v in {**hot, **cold, **filed}.items():
+            assert c.set(k, v, noreply=False)
+        before = c.stats()
+        keys = [*hot, *cold, "absent", *filed, *hot]
+        pipeline = b"".join(f"get {k}\r\n".encode() for k in keys)
+        pipeline += b"get " + " ".join(keys).encode() + b"\r\n"
+        pipeline += b"set late 0 0 4\r\nlate\r\nget late hot0\r\n"
+        every = {**hot, **cold, **filed}
+
+        def block(k: str) -> bytes:
+            return b"VALUE %s 0 %d\r\n%s\r\n" % (k.encode(), len(every[k]), every[k])
+
+        expected = b"".join(block(k) + b"END\r\n" if k in every else b"END\r\n" for k in keys)
+        expected += b"".join(block(k) for k in keys if k in every) + b"END\r\n"
+        expected += b"STORED\r\nVALUE late 0 4\r\nlate\r\n" + block("hot0") + b"END\r\n"
+        with contextlib.closing(socket.create_connection(srv.address, timeout=30)) as sock:
+            for cut in (len(pipeline), 7, 4096):  # whole, and in pieces
+                for at in range(0, len(pipeline), cut):
+                    sock.sendall(pipeline[at : at + cut])
+                got = exchange(sock, b"", until=b"late\r\n" + block("hot0") + b"END\r\n")
+                assert got == expected, (cut, got[:200])
+        after = c.stats()
+        rounds = 3
+        gets = len(keys) * 2 + 2
+        assert after[b"cmd_get"] - before[b"cmd_get"] == rounds * gets
+        assert after[b"get_misses"] - before[b"get_misses"] == rounds * 2  # "absent", twice
+        c.close()

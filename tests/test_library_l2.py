@@ -176,3 +176,35 @@ c.close()
     assert len(done) == 1 and done[0].startswith(
         "L2 warm-up done: 1000/1000 items read, 1000 loaded into L1, in "
     ), p.stderr
+
+
+def test_a_session_hands_off_only_the_requests_that_must_wait_on_the_disk(tmp_path: Path) -> None:
+    """``Engine.session(hands_off_waits=True)``, as the anyio server makes them: an L1 hit is
+    answered in the feed; an L1 miss stops the feed with ``must_wait`` (and ``has_more``) set,
+    its bytes still buffered, and the next feed (run in a worker thread by the server) answers
+    it."""
+    from ratmemcache._core import Engine
+
+    with open_cache(tmp_path, large_value_threshold=LARGE) as c:
+        c.set(b"hot", b"h")
+        c.set(b"cold", b"c" * (LARGE + 1))  # over the threshold: on disk only
+        session = Engine(c).session(hands_off_waits=True)
+        assert session.feed(b"get hot\r\n") == (b"VALUE hot 0 1\r\nh\r\nEND\r\n", False)
+        assert not session.must_wait and not session.has_more
+        reply, close = session.feed(b"get hot\r\nget cold\r\nget hot\r\n")
+        assert (reply, close) == (b"VALUE hot 0 1\r\nh\r\nEND\r\n", False)
+        assert session.must_wait and session.has_more
+        assert session.buffered == len(b"get cold\r\nget hot\r\n")
+        reply, _ = session.feed(b"")
+        assert reply == b"VALUE cold 0 %d\r\n%s\r\nEND\r\nVALUE hot 0 1\r\nh\r\nEND\r\n" % (
+            LARGE + 1,
+            b"c" * (LARGE + 1),
+        )
+        assert not session.must_wait and not session.has_more
+        # Without hands_off_waits (the default), a feed waits where it must.
+        plain = Engine(c).session()
+        reply, _ = plain.feed(b"get absent\r\nget hot\r\n")
+        assert reply == b"END\r\nVALUE hot 0 1\r\nh\r\nEND\r\n"
+        assert not plain.must_wait
+        session.close()
+        plain.close()

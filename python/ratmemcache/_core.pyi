@@ -266,7 +266,10 @@ class Engine:
         binding_protocol: str = "auto",
         reqs_per_event: int = 0,
     ) -> Engine: ...
-    def session(self) -> Session: ...
+    def session(self, *, hands_off_waits: bool = False) -> Session:
+        """A connection's protocol state. With ``hands_off_waits``, a feed stops at a request
+        that must wait on the disk (``Session.must_wait``), so the caller can run only those
+        feeds in a worker thread."""
     def serve_datagram(self, datagram: bytes) -> list[bytes]:
         """One UDP request datagram (frame header included) in, the reply datagrams out."""
     def connection_rejected(self) -> None: ...
@@ -297,6 +300,10 @@ class Session:
     def feed(self, data: bytes) -> tuple[bytes, bool]: ...
     @property
     def has_more(self) -> bool: ...
+    @property
+    def must_wait(self) -> bool:
+        """The last feed stopped at a request that must wait on the disk: send the reply, then
+        ``feed(b"")`` in a worker thread."""
     @property
     def buffered(self) -> int: ...
     @property

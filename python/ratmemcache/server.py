@@ -203,7 +203,7 @@ class Server:
             # accepting port to mean "ready").
             udp = await self._open_udp()
             listeners = await self._open_listeners()
-            engine = life.build_engine(
+            life.build_engine(
                 port=self.addresses[0][1] if self.addresses else None,
                 udp_port=self.udp_addresses[0][1] if self.udp_addresses else None,
             )
@@ -213,7 +213,6 @@ class Server:
             options = ConnectionOptions(
                 read_size=cfg.performance.read_size,
                 offload_threshold=cfg.performance.offload_threshold,
-                always_offload=engine.may_block,
                 idle_timeout=cfg.server.idle_timeout,
                 shutdown_grace=cfg.server.shutdown_grace,
                 switches=self.switches,
@@ -314,7 +313,7 @@ class Server:
             except OSError:  # an ICMP error for an earlier reply: the socket is fine
                 continue
             try:
-                if options.always_offload:
+                if engine.may_block:  # a datagram's requests may wait on the disk
                     replies = await anyio.to_thread.run_sync(
                         engine.serve_datagram, data, limiter=options.limiter
                     )
@@ -420,7 +419,7 @@ class Server:
                 conn = adopt(stream) or stream
             if conn is None:
                 return
-            session = engine.session()
+            session = engine.session(hands_off_waits=True)
             await run_connection(conn, session, state, options, self._after_close_request)
         except Exception:
             # A bug (a Rust panic surfaces as an exception): lose this connection, not the server.

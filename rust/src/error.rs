@@ -31,4 +31,8 @@ pub enum CoreError {
     /// The cache was shut down.
     #[error("the cache is shut down")]
     Closed,
+    /// A request would have waited on the disk inside a refusing section (`disk_wait`): it was
+    /// given up before it changed anything, to run again where waiting is fine.
+    #[error("the request would wait on the disk")]
+    WouldWait,
 }

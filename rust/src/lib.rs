@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod command;
+pub mod disk_wait;
 pub mod engine;
 pub mod error;
 pub mod latency;

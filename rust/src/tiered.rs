@@ -32,6 +32,7 @@ use crate::cache::{
     Cache, CacheStats, Counted, DeleteOutcome, DeleteRequest, DeltaOutcome, DeltaRequest, ItemInfo,
     Keyspace, MetaEntry, ReadOpts, Snapshot, StoreOutcome, StoreRequest, Ttl,
 };
+use crate::disk_wait;
 use crate::error::CoreError;
 use crate::store::{DiskConfig, DiskStats, DiskStore, Header};
 
@@ -285,9 +286,28 @@ impl Tiered {
         l2.stripes[i].lock()
     }
 
+    /// `key`'s stripe, for a write. Where waits are refused (`disk_wait`), a stripe another
+    /// thread holds (for its disk work, most likely) is a refused wait.
+    fn write_stripe<'a>(&self, l2: &'a L2, key: &[u8]) -> Result<MutexGuard<'a, ()>, CoreError> {
+        if !disk_wait::refusing() {
+            return Ok(self.stripe(l2, key));
+        }
+        let i = l2.stripe_hasher.hash_one(key) as usize % STRIPES;
+        match l2.stripes[i].try_lock() {
+            Some(g) => Ok(g),
+            None => {
+                disk_wait::refuse();
+                Err(CoreError::WouldWait)
+            }
+        }
+    }
+
     /// Looks in the L2 for `key`, which the L1 doesn't hold (the caller holds its stripe). A
     /// small item is promoted into the L1; a large one is returned as read.
     fn fault_in(&self, l2: &L2, key: &[u8]) -> Result<Option<Place>, CoreError> {
+        if disk_wait::refuse() {
+            return Err(CoreError::WouldWait);
+        }
         let Some((h, v)) = l2.disk.get(key)? else {
             return Ok(None);
         };
@@ -347,6 +367,13 @@ impl Tiered {
         };
         if let Some(r) = op(&self.l1) {
             return Looked::Hit(r);
+        }
+        if disk_wait::refuse() {
+            // The L2 may have it: this read runs again where it may wait (`disk_wait`).
+            if counted {
+                self.l1.uncount_miss(key);
+            }
+            return Looked::Miss;
         }
         let _g = self.stripe(l2, key);
         let mut attempts = 0;
@@ -414,7 +441,16 @@ impl Tiered {
         let Some(l2) = &self.l2 else {
             return Ok(op(&self.l1));
         };
-        let _g = self.stripe(l2, key);
+        // Where waits are refused, give up now, before anything changes, if the write would
+        // wait to be written down (a value file, `sync = "always"`, the writer's backlog), or
+        // if an earlier step of the same request was refused (it is rolled back whole).
+        if disk_wait::refusing()
+            && (disk_wait::refused() || large || l2.disk.writes_wait())
+            && disk_wait::refuse()
+        {
+            return Err(CoreError::WouldWait);
+        }
+        let _g = self.write_stripe(l2, key)?;
         let place = if large {
             let current = match (needs_prior, self.l1.export(key)) {
                 (false, _) => None,
@@ -499,7 +535,9 @@ impl Tiered {
     /// For commands whose replies have no room for a disk error: log it, keep the L1 result.
     fn logged<R>(&self, r: Result<R, CoreError>, fallback: impl FnOnce() -> R) -> R {
         r.unwrap_or_else(|e| {
-            log::error!("{e}");
+            if !matches!(e, CoreError::WouldWait) {
+                log::error!("{e}");
+            }
             fallback()
         })
     }
@@ -769,6 +807,10 @@ impl Keyspace for Tiered {
         }
         self.l1.check_key(req.key)?;
         let large = self.is_large_store(req);
+        // An append or prepend may grow the value into a file of its own.
+        if req.concatenates() && disk_wait::refuse() {
+            return Err(CoreError::WouldWait);
+        }
         self.write(req.key, req.needs_prior(), large, |c| c.store(req))?
     }
 

@@ -25,9 +25,11 @@ impl Failure {
         match e {
             CoreError::TooLarge(_) => Failure::TooLarge,
             CoreError::DiskFull(_) => Failure::NoDisk,
-            CoreError::Disk(_) | CoreError::Persistence(_) | CoreError::Closed => {
-                Failure::DiskError
-            }
+            // A refused wait's reply is rolled back before anyone sees it (`disk_wait`).
+            CoreError::Disk(_)
+            | CoreError::Persistence(_)
+            | CoreError::Closed
+            | CoreError::WouldWait => Failure::DiskError,
             CoreError::Config(_)
             | CoreError::BadKey(_)
             | CoreError::BadArgument(_)

@@ -7,6 +7,7 @@ use crate::cache::{
     memcached_item_size, DeleteOutcome, DeleteRequest, DeltaOutcome, DeltaRequest, Keyspace,
     MetaEntry, ReadOpts, StoreOutcome, StoreRequest, Ttl,
 };
+use crate::disk_wait;
 use crate::engine::Engine;
 
 impl Engine {
@@ -23,8 +24,11 @@ impl Engine {
         flags: u32,
         drop_old: bool,
     ) -> Result<(), Failure> {
-        self.runtime.detail.record_set(key);
-        self.meta_admit(key, value_len, flags, drop_old)
+        let admitted = self.meta_admit(key, value_len, flags, drop_old);
+        if !disk_wait::refused() {
+            self.runtime.detail.record_set(key);
+        }
+        admitted
     }
 
     /// [`admit`](Self::admit) for a meta set: memcached's meta commands are not in
@@ -39,12 +43,15 @@ impl Engine {
         if self.item_size(key.len(), value_len, flags) <= self.config().max_item_size {
             return Ok(());
         }
+        if drop_old {
+            let _ = self.cache().delete(key, &DeleteRequest::default());
+            if disk_wait::refused() {
+                return Err(Failure::DiskError); // rolled back, runs again (`disk_wait`)
+            }
+        }
         self.counters
             .store_too_large
             .fetch_add(1, Ordering::Relaxed);
-        if drop_old {
-            let _ = self.cache().delete(key, &DeleteRequest::default());
-        }
         Err(Failure::TooLarge)
     }
 
@@ -69,7 +76,9 @@ impl Engine {
                 f(e)
             }),
         };
-        self.runtime.detail.record_get(key, r.is_some());
+        if !disk_wait::refused() {
+            self.runtime.detail.record_get(key, r.is_some());
+        }
         r
     }
 
@@ -97,8 +106,11 @@ impl Engine {
 
     /// A classic delete (text or binary), counted in `stats detail`.
     pub fn delete(&self, key: &[u8], req: DeleteRequest) -> Result<DeleteOutcome, Failure> {
-        self.runtime.detail.record_delete(key);
-        self.meta_delete(key, req)
+        let r = self.meta_delete(key, req);
+        if !disk_wait::refused() {
+            self.runtime.detail.record_delete(key);
+        }
+        r
     }
 
     /// A delete, with memcached's rules for a CAS unique and invalidation (`md`: not in

@@ -38,6 +38,7 @@ use crate::cache::{
     StoreRequest, Ttl,
 };
 use crate::command::{ttl_from_exptime, Failure, FlushOutcome, StatsGroup};
+use crate::disk_wait;
 use crate::engine::{Engine, MEMCACHED_VERSION};
 use crate::latency::CmdKind;
 
@@ -408,6 +409,14 @@ pub(crate) fn step(
         return Progress::Close;
     }
     let vlen = h.value_len();
+    // Where waits on the disk are refused (`disk_wait`), these run where they may wait: a
+    // flush or stats walk the whole cache.
+    if matches!(k, Kind::Flush { .. } | Kind::Stat) && engine.may_block() && disk_wait::refuse() {
+        return Progress::Waits;
+    }
+    // A request that must wait on the disk is rolled back: its reply is dropped and its bytes
+    // stay in the buffer, to run again where it may wait.
+    let mark = out.len();
     match (k, sasl) {
         (Kind::SaslList, Some(_)) => {
             put_header(out, &h, status::SUCCESS, 0, 0, sasl::MECHANISMS.len(), 0);
@@ -434,6 +443,9 @@ pub(crate) fn step(
             // A set that is too large drops the old value; add, replace and append keep theirs.
             let drop_old = matches!(h.opcode, op::SET | op::SETQ);
             if let Err(f) = engine.admit(key, vlen, flags, drop_old) {
+                if disk_wait::refused() {
+                    return Progress::Waits;
+                }
                 error(out, &h, failure_status(f));
                 return refuse(st, buf, prefix, vlen);
             }
@@ -452,6 +464,10 @@ pub(crate) fn step(
         value: &buf[prefix..total],
     };
     let p = execute(k, &req, engine, out);
+    if disk_wait::refused() {
+        out.truncate(mark);
+        return Progress::Waits;
+    }
     buf.advance(total);
     p
 }

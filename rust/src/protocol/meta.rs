@@ -504,7 +504,12 @@ fn mset(args: &[&[u8]], engine: &Engine, out: &mut Vec<u8>) -> Outcome {
 }
 
 /// The data block of an `ms` arrived (`None`: it did not end in `\r\n`).
-pub(crate) fn complete_set(p: PendingSet, data: Option<&[u8]>, engine: &Engine, out: &mut Vec<u8>) {
+pub(crate) fn complete_set(
+    p: &PendingSet,
+    data: Option<&[u8]>,
+    engine: &Engine,
+    out: &mut Vec<u8>,
+) {
     let Some(value) = data else {
         return out.extend_from_slice(BAD_CHUNK);
     };

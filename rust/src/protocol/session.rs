@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::limits::REPLY_BUDGET;
 use super::{auth, binary, text};
+use crate::disk_wait;
 use crate::engine::Engine;
 use crate::latency::CommandTimer;
 
@@ -19,6 +20,9 @@ pub(crate) enum Progress {
     Again,
     /// Send what has been written, then close the connection.
     Close,
+    /// The request at the head of the buffer must wait on the disk, where waits are refused
+    /// (`disk_wait`): it was rolled back, its bytes are still buffered.
+    Waits,
 }
 
 /// memcached's `-B`: which protocol a connection may speak.
@@ -114,6 +118,11 @@ pub struct Session {
     /// A UDP datagram's session: not a connection (not counted, no byte counts), and it records
     /// where each request's reply ends.
     record: Option<Vec<Answered>>,
+    /// The I/O engine runs feeds where they must not wait on the disk (`disk_wait`): a request
+    /// that would is rolled back and left for [`must_wait`](Session::must_wait).
+    hands_off_waits: bool,
+    /// The last feed stopped at a request that must wait on the disk.
+    must_wait: bool,
 }
 
 impl Session {
@@ -154,6 +163,8 @@ impl Session {
             binary: binary::BinaryState::default(),
             closed: false,
             more: false,
+            hands_off_waits: false,
+            must_wait: false,
         }
     }
 
@@ -174,7 +185,30 @@ impl Session {
     /// The last `feed` stopped at [`REPLY_BUDGET`] with requests left in the buffer: send its
     /// reply, then call `feed(&[])` before reading more from the socket.
     pub fn has_more(&self) -> bool {
-        self.more && !self.closed
+        (self.more || self.must_wait) && !self.closed
+    }
+
+    /// Feeds must not wait on the disk (`disk_wait`): a request that would (an L1 miss with an
+    /// L2, a write that goes down to it at once) stops the feed, with [`must_wait`] set and the
+    /// request still buffered. The engine sends what was answered, then calls `feed(&[])` again
+    /// where waiting is fine; that feed waits for that request and the ones after it, until it
+    /// ends. Off by default: every feed may wait.
+    ///
+    /// [`must_wait`]: Session::must_wait
+    pub fn set_hands_off_waits(&mut self, on: bool) {
+        self.hands_off_waits = on;
+    }
+
+    /// Feeds stop at requests that must wait on the disk ([`set_hands_off_waits`](Session::set_hands_off_waits)).
+    pub fn hands_off_waits(&self) -> bool {
+        self.hands_off_waits
+    }
+
+    /// The last feed stopped at a request that must wait on the disk
+    /// ([`set_hands_off_waits`](Session::set_hands_off_waits)): send its reply, then call
+    /// `feed(&[])` where waiting is fine, before reading more from the socket.
+    pub fn must_wait(&self) -> bool {
+        self.must_wait && !self.closed
     }
 
     /// Bytes buffered but not yet answered (an incomplete command or data block).
@@ -240,6 +274,10 @@ impl Session {
         };
         self.answered = 0;
         self.more = false;
+        // A feed after one that stopped at a wait may wait (the engine moved it where it may).
+        let _refusing = (self.hands_off_waits && !self.must_wait && self.engine.may_block())
+            .then(disk_wait::Refusing::enter);
+        self.must_wait = false;
         let close = loop {
             if self.buf.is_empty() {
                 // memcached counts a yield when the read used its whole budget, or all but one
@@ -291,6 +329,7 @@ impl Session {
                     Progress::NeedMore => break false,
                     Progress::Again => continue,
                     Progress::Close => break true,
+                    Progress::Waits => unreachable!("auth reads no item"),
                 }
             }
             let (p, complete) = match self.proto {
@@ -303,8 +342,7 @@ impl Session {
                     self.timer.begin(starts);
                     let p = text::step(&mut self.text, &self.engine, &mut self.buf, out);
                     let complete = self.text.at_line();
-                    self.timer
-                        .end(&self.engine, p != Progress::NeedMore, complete);
+                    self.timer.end(&self.engine, progressed(p), complete);
                     (p, complete)
                 }
                 Proto::Binary => {
@@ -312,8 +350,7 @@ impl Session {
                     self.timer.begin(starts);
                     let p = binary::step(&mut self.binary, &self.engine, &mut self.buf, out);
                     let complete = self.binary.at_header();
-                    self.timer
-                        .end(&self.engine, p != Progress::NeedMore, complete);
+                    self.timer.end(&self.engine, progressed(p), complete);
                     (p, complete)
                 }
             };
@@ -332,6 +369,11 @@ impl Session {
                 Progress::NeedMore => break false,
                 Progress::Again => continue,
                 Progress::Close => break true,
+                Progress::Waits => {
+                    // Send what was answered; the request runs again where it may wait.
+                    self.must_wait = true;
+                    break false;
+                }
             }
         };
         self.timer.pause(&self.engine);
@@ -379,6 +421,11 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         self.closed
     }
+}
+
+/// The step did something worth timing (it neither waited for bytes nor was rolled back).
+fn progressed(p: Progress) -> bool {
+    !matches!(p, Progress::NeedMore | Progress::Waits)
 }
 
 /// The line in `buf` starts a `get`, `gets`, `gat`, `gats` or `bget`.

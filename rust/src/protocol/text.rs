@@ -5,7 +5,7 @@
 //! then wait for `<bytes>\r\n` of data. Meta commands (`mg`, `ms`, ...) and the streaming
 //! extension share this line reader and hand over to `meta` and `streaming`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::limits::{
     KEY_MAX_LENGTH, MAX_DECLARED_VALUE_LEN, MAX_LINE_WITHOUT_NEWLINE, MAX_MULTIGET_LINE,
@@ -21,6 +21,7 @@ use crate::cache::{
 };
 use crate::command::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use crate::command::{ttl_from_exptime, Failure};
+use crate::disk_wait;
 use crate::engine::{Engine, MEMCACHED_VERSION};
 use crate::latency::CmdKind;
 
@@ -127,6 +128,37 @@ pub(crate) struct TextState {
     wait: Wait,
     pub(crate) uploads: streaming::Uploads,
     pub(crate) splices: SpliceSink,
+    /// A multi-key get stopped at a key that must wait on the disk (`disk_wait`): the offsets,
+    /// in its line, of its first key and of that key. The keys before it were answered.
+    resume_get: Option<(usize, usize)>,
+}
+
+/// Where a request's reply began, to drop it when the request is rolled back (`disk_wait`).
+#[derive(Clone, Copy)]
+struct ReplyMark {
+    out: usize,
+    splices: usize,
+}
+
+impl ReplyMark {
+    fn of(out: &[u8], sink: &SpliceSink) -> ReplyMark {
+        ReplyMark {
+            out: out.len(),
+            splices: sink.splices.len(),
+        }
+    }
+
+    fn roll_back(self, out: &mut Vec<u8>, sink: &mut SpliceSink) {
+        out.truncate(self.out);
+        sink.splices.truncate(self.splices);
+    }
+}
+
+/// Puts `front` (bytes split off the head of `buf`) back at its head: O(1) when they are still
+/// contiguous, as they are when nothing was read in between.
+fn put_back(buf: &mut BytesMut, mut front: BytesMut) {
+    front.unsplit(std::mem::take(buf));
+    *buf = front;
 }
 
 /// A `get` (or `streaming_get` chunk) reply shares a value of at least this many bytes with the
@@ -195,19 +227,51 @@ pub(crate) fn step(
             // The block is handed over in place; the cache copies it once, into the entry.
             let block = buf.split_to(len + 2);
             let data = (&block[len..] == b"\r\n").then(|| &block[..len]);
-            complete(st, pending, data, engine, out);
+            let mark = ReplyMark::of(out, &st.splices);
+            let pending = match pending {
+                Pending::Chunk(p) => {
+                    // An upload's chunk is buffered, never written down: it can't wait.
+                    streaming::data(&mut st.uploads, p, data, out);
+                    return Progress::Again;
+                }
+                p => p,
+            };
+            complete(&pending, data, engine, out);
+            if disk_wait::refused() {
+                mark.roll_back(out, &mut st.splices);
+                put_back(buf, block);
+                st.wait = Wait::Data { pending, len };
+                return Progress::Waits;
+            }
             Progress::Again
         }
         Wait::Line => {
             let Some(nl) = memchr::memchr(b'\n', buf) else {
                 return line_incomplete(buf);
             };
-            let line = buf.split_to(nl + 1);
+            let mut line = buf.split_to(nl + 1);
             let mut l = &line[..nl];
             if let Some(stripped) = l.strip_suffix(b"\r") {
                 l = stripped;
             }
-            command(st, engine, l, out)
+            let mark = ReplyMark::of(out, &st.splices);
+            let p = command(st, engine, l, out);
+            if !disk_wait::refused() {
+                return p;
+            }
+            // The command must wait on the disk: roll it back, to run again where it may.
+            st.wait = Wait::Line; // whatever it armed is armed again when it runs
+            match st.resume_get.take() {
+                Some((first, at)) => {
+                    // A multi-key get answered the keys before `at`: what runs again is the
+                    // command (and its exptime) with the keys from `at` on.
+                    line.copy_within(0..first, at - first);
+                    line.advance(at - first);
+                }
+                None => mark.roll_back(out, &mut st.splices),
+            }
+            put_back(buf, line);
+            Progress::Waits
         }
     }
 }
@@ -282,23 +346,25 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
     }
     let ok = |lo: usize, hi: usize| (lo..=hi).contains(&n);
     match cmd {
-        b"get" | b"bget" => get(engine, line, 1, false, None, &mut st.splices, out),
-        b"gets" => get(engine, line, 1, true, None, &mut st.splices, out),
+        b"get" | b"bget" => st.resume_get = get(engine, line, 1, false, None, &mut st.splices, out),
+        b"gets" => st.resume_get = get(engine, line, 1, true, None, &mut st.splices, out),
         b"gat" | b"gats" => {
             let mut rest = split(line).skip(1);
             match rest.next() {
                 None => out.extend_from_slice(ERROR),
                 Some(e) => match safe_strtol(e) {
                     None => out.extend_from_slice(BAD_EXPTIME),
-                    Some(e) => get(
-                        engine,
-                        line,
-                        2,
-                        cmd == b"gats",
-                        Some(ttl_from_exptime(i64::from(e))),
-                        &mut st.splices,
-                        out,
-                    ),
+                    Some(e) => {
+                        st.resume_get = get(
+                            engine,
+                            line,
+                            2,
+                            cmd == b"gats",
+                            Some(ttl_from_exptime(i64::from(e))),
+                            &mut st.splices,
+                            out,
+                        )
+                    }
                 },
             }
         }
@@ -321,6 +387,10 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
         b"debug" if engine.config().test_hooks && args.first() == Some(&&b"panic"[..]) => {
             panic!("`debug panic`: a test hook standing in for a bug in a command")
         }
+        // These read or write whole values, or the whole cache, in more than one step: where
+        // waits are refused they run where they may wait, from the start (`disk_wait`).
+        b"streaming_get" | b"sget" | b"set_end" if engine.may_block() && disk_wait::refuse() => {}
+        _ if is_admin(cmd) && engine.may_block() && disk_wait::refuse() => {}
         b"streaming_get" | b"sget" => streaming::get(engine, args, &mut st.splices, out),
         b"set_begin" => streaming::begin(&mut st.uploads, engine, args, out),
         b"set_end" => streaming::end(&mut st.uploads, engine, args, out),
@@ -338,7 +408,23 @@ fn command(st: &mut TextState, engine: &Engine, line: &[u8], out: &mut Vec<u8>) 
     Progress::Again
 }
 
-/// `get`/`gets`/`gat`/`gats`: keys start at token `first`.
+/// The commands `text_admin` answers.
+fn is_admin(cmd: &[u8]) -> bool {
+    matches!(
+        cmd,
+        b"stats"
+            | b"flush_all"
+            | b"verbosity"
+            | b"cache_memlimit"
+            | b"shutdown"
+            | b"slabs"
+            | b"lru_crawler"
+    )
+}
+
+/// `get`/`gets`/`gat`/`gats`: keys start at token `first`. When a key after the first must
+/// wait on the disk (`disk_wait`), the keys before it are answered and this returns the offsets
+/// in `line` of the first key and of that one, for the rest to run again.
 fn get(
     engine: &Engine,
     line: &[u8],
@@ -347,17 +433,18 @@ fn get(
     touch: Option<Ttl>,
     sink: &mut SpliceSink,
     out: &mut Vec<u8>,
-) {
+) -> Option<(usize, usize)> {
     let start = out.len();
     let spliced_before = sink.splices.len();
-    let mut any = false;
+    let mut first_at = None;
+    let offset = |key: &[u8]| key.as_ptr() as usize - line.as_ptr() as usize;
     for key in split(line).skip(first) {
-        any = true;
+        let first_at = *first_at.get_or_insert_with(|| offset(key));
         if key.len() > KEY_MAX_LENGTH {
             out.truncate(start);
             sink.splices.truncate(spliced_before);
             out.extend_from_slice(BAD_FORMAT);
-            return;
+            return None;
         }
         // A miss writes nothing: only hits get a VALUE block.
         engine.get(key, touch, |e| {
@@ -372,12 +459,17 @@ fn get(
                 cas,
             );
         });
+        if disk_wait::refused() {
+            let at = offset(key);
+            return (at != first_at).then_some((first_at, at));
+        }
     }
-    if !any && touch.is_none() {
+    if first_at.is_none() && touch.is_none() {
         out.extend_from_slice(ERROR);
-        return;
+        return None;
     }
     out.extend_from_slice(b"END\r\n");
+    None
 }
 
 /// A hit's VALUE block; a large value is spliced (`shared` gives the stored bytes) rather than
@@ -485,13 +577,7 @@ fn storage(
 }
 
 /// A data block arrived (`None`: it did not end in `\r\n`).
-fn complete(
-    st: &mut TextState,
-    pending: Pending,
-    data: Option<&[u8]>,
-    engine: &Engine,
-    out: &mut Vec<u8>,
-) {
+fn complete(pending: &Pending, data: Option<&[u8]>, engine: &Engine, out: &mut Vec<u8>) {
     match pending {
         Pending::Store {
             mode,
@@ -501,13 +587,14 @@ fn complete(
             ttl,
             noreply,
         } => {
+            let (noreply, cas) = (*noreply, *cas);
             let Some(value) = data else {
                 reply(out, noreply, BAD_CHUNK);
                 return;
             };
             let req = StoreRequest {
                 cas,
-                ..StoreRequest::new(mode, &key, value).flags(flags).ttl(ttl)
+                ..StoreRequest::new(*mode, key, value).flags(*flags).ttl(*ttl)
             };
             let msg: &[u8] = match engine.store(req) {
                 Ok(StoreOutcome::Stored(_)) => b"STORED\r\n",
@@ -520,7 +607,7 @@ fn complete(
             reply(out, noreply, msg);
         }
         Pending::Meta(p) => meta::complete_set(p, data, engine, out),
-        Pending::Chunk(p) => streaming::data(&mut st.uploads, p, data, out),
+        Pending::Chunk(_) => unreachable!("an upload's chunk is taken before"),
     }
 }
 

@@ -3,7 +3,7 @@
 //! The exception classes live in `ratmemcache/errors.py` (so they can subclass two builtins,
 //! e.g. `ConfigError(RatMemCacheError, ValueError)`); they are looked up once and cached.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -53,6 +53,8 @@ pub(crate) fn to_py(err: CoreError) -> PyErr {
         CoreError::Persistence(m) | CoreError::DiskFull(m) | CoreError::Disk(m) => {
             Python::attach(|py| raise(py, &PERSISTENCE_ERROR, "PersistenceError", m))
         }
+        // The library never opens a refusing section; this is a bug if it shows.
+        CoreError::WouldWait => PyRuntimeError::new_err(err.to_string()),
     }
 }
 

@@ -102,13 +102,16 @@ impl PyEngine {
         })
     }
 
-    /// A new connection's protocol state.
-    fn session(&self) -> PySession {
+    /// A new connection's protocol state. With `hands_off_waits`, a feed stops at a request
+    /// that must wait on the disk (an L1 miss with the L2 on, a write that goes down at once):
+    /// `must_wait` is then set, and the next `feed(b"")` should run in a worker thread. Without
+    /// it, every feed may wait.
+    #[pyo3(signature = (*, hands_off_waits = false))]
+    fn session(&self, hands_off_waits: bool) -> PySession {
+        let mut session = Session::with_config(Arc::clone(&self.engine), self.session);
+        session.set_hands_off_waits(hands_off_waits);
         PySession {
-            session: super::Released::new(Session::with_config(
-                Arc::clone(&self.engine),
-                self.session,
-            )),
+            session: super::Released::new(session),
             out: Vec::new(),
         }
     }
@@ -159,7 +162,8 @@ impl PyEngine {
         self.engine.shutdown_requested()
     }
 
-    /// Commands may wait on the disk (the L2 is on): run `Session.feed` off the event loop.
+    /// Commands may wait on the disk (the L2 is on): a session's feeds may block (see
+    /// `session(hands_off_waits=...)`), and so may `serve_datagram`.
     #[getter]
     fn may_block(&self) -> bool {
         self.engine.may_block()
@@ -219,9 +223,12 @@ impl PySession {
         }
         self.out.clear();
         let (session, out) = (&mut self.session, &mut self.out);
+        // A feed that may wait on the disk, or that handles a large value, lets other Python
+        // threads run meanwhile.
         let offload = data.len() >= LARGE_FEED
             || session.buffered() >= LARGE_FEED
-            || session.engine().may_block();
+            || (session.engine().may_block() && !session.hands_off_waits())
+            || session.must_wait();
         // A panic is a bug in one command: it must cost only this connection. The session may
         // be mid-request, so it is closed after a last reply.
         let mut guarded =
@@ -252,6 +259,14 @@ impl PySession {
     #[getter]
     fn has_more(&self) -> bool {
         self.session.has_more()
+    }
+
+    /// The last `feed` stopped at a request that must wait on the disk (a session made with
+    /// `hands_off_waits`): send its reply, then `feed(b"")` again in a worker thread, before
+    /// reading more. `has_more` is also set.
+    #[getter]
+    fn must_wait(&self) -> bool {
+        self.session.must_wait()
     }
 
     /// Bytes received but not yet answered (an incomplete request or value).

@@ -538,6 +538,13 @@ impl DiskStore {
             .any(|b| b.get(key).and_then(Op::file) == Some(file))
     }
 
+    /// A write now would wait: for its commit (`sync = "always"`) or for the writer thread to
+    /// work off its backlog.
+    pub fn writes_wait(&self) -> bool {
+        let sh = &self.shared;
+        sh.cfg.sync == SyncMode::Always || sh.state.lock().pending_bytes > MAX_PENDING_BYTES
+    }
+
     /// Deletes a record, if there is one.
     pub fn delete(&self, key: &[u8], wait: bool) -> Result<(), CoreError> {
         self.write(key, Op::Delete, wait)
