@@ -193,6 +193,11 @@ fn a_multi_key_get_answers_the_keys_before_the_wait_and_resumes_at_it() {
     assert!(first.starts_with(b"VALUE a 5 1 ") && first.ends_with(b"22\r\n"));
     // The wait at the first key rolls the whole line back.
     p.feed_waiting(b"get big a\r\n");
+    // A key too long after the wait makes the whole reply an error, as memcached's: nothing
+    // may have been answered before it.
+    let long = "x".repeat(251);
+    let first = p.feed_waiting(format!("get a big {long} b\r\n").as_bytes());
+    assert_eq!(first, b"", "no VALUE block went out before the error");
     p.same_counters();
 }
 

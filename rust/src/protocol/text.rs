@@ -434,6 +434,15 @@ fn get(
     sink: &mut SpliceSink,
     out: &mut Vec<u8>,
 ) -> Option<(usize, usize)> {
+    // A key too long anywhere in the line makes the whole reply an error, after every get
+    // before it ran (and counted): where waits are refused, such a line can't be answered in
+    // part, so it runs where it may wait, from the start.
+    if disk_wait::refusing()
+        && split(line).skip(first).any(|k| k.len() > KEY_MAX_LENGTH)
+        && disk_wait::refuse()
+    {
+        return None;
+    }
     let start = out.len();
     let spliced_before = sink.splices.len();
     let mut first_at = None;
